@@ -1,0 +1,1 @@
+"""The SCSI command set the controller executes (SPC-4 / SBC-3)."""

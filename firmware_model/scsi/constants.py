@@ -1,0 +1,173 @@
+"""SCSI numbers as names: opcodes, service actions, sense keys, ASC/ASCQ, pages (SPC-4/SBC-3)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Opcode(IntEnum):
+    TEST_UNIT_READY = 0x00
+    REQUEST_SENSE = 0x03
+    READ_6 = 0x08
+    WRITE_6 = 0x0A
+    INQUIRY = 0x12
+    MODE_SELECT_6 = 0x15
+    RESERVE_6 = 0x16
+    RELEASE_6 = 0x17
+    MODE_SENSE_6 = 0x1A
+    START_STOP_UNIT = 0x1B
+    PREVENT_ALLOW_MEDIUM_REMOVAL = 0x1E
+    READ_CAPACITY_10 = 0x25
+    READ_10 = 0x28
+    WRITE_10 = 0x2A
+    WRITE_AND_VERIFY_10 = 0x2E
+    VERIFY_10 = 0x2F
+    PRE_FETCH_10 = 0x34
+    SYNCHRONIZE_CACHE_10 = 0x35
+    READ_DEFECT_DATA_10 = 0x37
+    WRITE_SAME_10 = 0x41
+    UNMAP = 0x42
+    MODE_SELECT_10 = 0x55
+    RESERVE_10 = 0x56
+    RELEASE_10 = 0x57
+    MODE_SENSE_10 = 0x5A
+    PERSISTENT_RESERVE_IN = 0x5E
+    PERSISTENT_RESERVE_OUT = 0x5F
+    READ_16 = 0x88
+    COMPARE_AND_WRITE = 0x89
+    WRITE_16 = 0x8A
+    ORWRITE_16 = 0x8B
+    WRITE_AND_VERIFY_16 = 0x8E
+    VERIFY_16 = 0x8F
+    PRE_FETCH_16 = 0x90
+    SYNCHRONIZE_CACHE_16 = 0x91
+    WRITE_SAME_16 = 0x93
+    WRITE_ATOMIC_16 = 0x9C
+    SERVICE_ACTION_IN_16 = 0x9E
+    REPORT_LUNS = 0xA0
+    MAINTENANCE_IN = 0xA3
+    READ_12 = 0xA8
+    WRITE_12 = 0xAA
+    WRITE_AND_VERIFY_12 = 0xAE
+    VERIFY_12 = 0xAF
+    READ_DEFECT_DATA_12 = 0xB7
+
+
+class ServiceActionIn16(IntEnum):
+    READ_CAPACITY_16 = 0x10
+    GET_LBA_STATUS = 0x12
+
+
+class MaintenanceIn(IntEnum):
+    REPORT_SUPPORTED_OPERATION_CODES = 0x0C
+
+
+class SenseKey(IntEnum):
+    NO_SENSE = 0x0
+    RECOVERED_ERROR = 0x1
+    NOT_READY = 0x2
+    MEDIUM_ERROR = 0x3
+    HARDWARE_ERROR = 0x4
+    ILLEGAL_REQUEST = 0x5
+    UNIT_ATTENTION = 0x6
+    DATA_PROTECT = 0x7
+    ABORTED_COMMAND = 0xB
+    MISCOMPARE = 0xE
+
+
+class Asc(IntEnum):
+    """Additional sense code and qualifier packed as (ASC << 8) | ASCQ."""
+
+    NO_ADDITIONAL_SENSE = 0x0000
+    NOT_READY_INITIALIZING_COMMAND_REQUIRED = 0x0402
+    PARAMETER_LIST_LENGTH_ERROR = 0x1A00
+    MISCOMPARE_DURING_VERIFY = 0x1D00
+    INVALID_COMMAND_OPERATION_CODE = 0x2000
+    LBA_OUT_OF_RANGE = 0x2100
+    INVALID_FIELD_IN_CDB = 0x2400
+    LOGICAL_UNIT_NOT_SUPPORTED = 0x2500
+    INVALID_FIELD_IN_PARAMETER_LIST = 0x2600
+    WRITE_PROTECTED = 0x2700
+    SOFTWARE_WRITE_PROTECTED = 0x2702
+    POWER_ON_RESET_OR_BUS_DEVICE_RESET = 0x2900
+    POWER_ON_OCCURRED = 0x2901
+    SCSI_BUS_RESET_OCCURRED = 0x2902
+    BUS_DEVICE_RESET_FUNCTION_OCCURRED = 0x2903
+    I_T_NEXUS_LOSS_OCCURRED = 0x2907
+    MODE_PARAMETERS_CHANGED = 0x2A01
+    SAVING_PARAMETERS_NOT_SUPPORTED = 0x3900
+    MEDIUM_NOT_PRESENT = 0x3A00
+    REPORTED_LUNS_DATA_HAS_CHANGED = 0x3F0E
+    INTERNAL_TARGET_FAILURE = 0x4400
+    MEDIUM_REMOVAL_PREVENTED = 0x5302
+
+    @property
+    def asc(self) -> int:
+        return self >> 8
+
+    @property
+    def ascq(self) -> int:
+        return self & 0xFF
+
+
+class PeripheralType(IntEnum):
+    DIRECT_ACCESS = 0x00
+    STORAGE_ARRAY_CONTROLLER = 0x0C
+    UNKNOWN = 0x1F
+
+
+class VpdPage(IntEnum):
+    SUPPORTED_PAGES = 0x00
+    UNIT_SERIAL_NUMBER = 0x80
+    DEVICE_IDENTIFICATION = 0x83
+    EXTENDED_INQUIRY = 0x86
+    BLOCK_LIMITS = 0xB0
+    BLOCK_DEVICE_CHARACTERISTICS = 0xB1
+    LOGICAL_BLOCK_PROVISIONING = 0xB2
+
+
+class ModePage(IntEnum):
+    CACHING = 0x08
+    CONTROL = 0x0A
+    INFORMATIONAL_EXCEPTIONS = 0x1C
+    ALL = 0x3F
+
+
+class PageControl(IntEnum):
+    CURRENT = 0
+    CHANGEABLE = 1
+    DEFAULT = 2
+    SAVED = 3
+
+
+class VersionDescriptor(IntEnum):
+    SAM_5 = 0x00A0
+    SPC_4 = 0x0460
+    SBC_3 = 0x04C0
+    SCC_2 = 0x01E0
+    ISCSI = 0x0960
+
+
+class DesignatorType(IntEnum):
+    VENDOR = 0
+    T10_VENDOR_ID = 1
+    EUI_64 = 2
+    NAA = 3
+    RELATIVE_TARGET_PORT = 4
+    TARGET_PORT_GROUP = 5
+    SCSI_NAME_STRING = 8
+
+
+class CodeSet(IntEnum):
+    BINARY = 1
+    ASCII = 2
+    UTF8 = 3
+
+
+class Association(IntEnum):
+    LOGICAL_UNIT = 0
+    TARGET_PORT = 1
+    TARGET_DEVICE = 2
+
+
+PROTOCOL_ISCSI = 0x5

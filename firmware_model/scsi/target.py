@@ -1,0 +1,202 @@
+"""The SCSI target device: LUN map, I_T nexuses, unit attentions, and the dispatcher.
+
+The transport calls `execute` with one command and gets status, data and sense back;
+it never sees an exception. Unit attentions are queued per (I_T nexus, LUN) and
+reported in SAM-5 priority order (resets first).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from firmware_model.clock import Clock
+from firmware_model.scsi.constants import Asc, Opcode, SenseKey
+from firmware_model.scsi.errors import ScsiError, invalid_opcode
+from firmware_model.scsi.identity import TargetIdentity
+from firmware_model.scsi.sense import build_sense, sense_for
+from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
+from firmware_model.scsi.units import LogicalUnit, NoUnit
+
+__all__ = ["ScsiTarget", "TargetIdentity"]
+
+log = logging.getLogger(__name__)
+
+# Commands that neither report nor (except REQUEST SENSE) clear a unit attention (SAM-5 5.14).
+_UA_EXEMPT = frozenset((Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE))
+_RESET_CLASS = 0x29
+
+
+class ScsiTarget:
+    """One MSA500 controller as a SCSI target device with LUN 0 and logical drives."""
+
+    def __init__(self, identity: TargetIdentity, clock: Clock) -> None:
+        self.identity = identity
+        self.clock = clock
+        self.luns: dict[int, LogicalUnit] = {}
+        self._nexuses: set[Nexus] = set()
+        self._lost: set[Nexus] = set()
+        self._ua: dict[tuple[Nexus, int], list[int]] = {}
+        self._first_code: int | None = None  # UA a newly seen nexus gets (after power on)
+        self._nounit = NoUnit()
+        self._nounit.attach(self, -1)
+        self._logged: set[tuple[str, int]] = set()
+
+    # ------------------------------------------------------------ LUN map
+    def add_lun(self, lun: int, unit: LogicalUnit) -> None:
+        if not 0 <= lun < 16384:
+            raise ValueError(f"LUN {lun} outside 0..16383")
+        if lun in self.luns:
+            raise ValueError(f"LUN {lun} already in use")
+        unit.attach(self, lun)
+        self._attach_reservations(unit)
+        self.luns[lun] = unit
+        self._luns_changed(lun)
+
+    def remove_lun(self, lun: int) -> None:
+        self.luns.pop(lun)
+        for key in [k for k in self._ua if k[1] == lun]:
+            del self._ua[key]
+        self._luns_changed(lun)
+
+    def lun_list(self) -> list[int]:
+        return sorted(self.luns)
+
+    def _luns_changed(self, changed: int) -> None:
+        for lun in self.luns:
+            if lun != changed:
+                self.establish_unit_attention(lun, Asc.REPORTED_LUNS_DATA_HAS_CHANGED)
+
+    def _attach_reservations(self, unit: LogicalUnit) -> None:
+        """Tell a unit's reservations object the port names PR data reports."""
+        res = unit.reservations
+        if res is not None and hasattr(res, "port_names"):
+            res.port_names = dict(self.identity.port_names)
+
+    # ---------------------------------------------------- unit attentions
+    def known_nexuses(self) -> list[Nexus]:
+        return list(self._nexuses)
+
+    def establish_unit_attention(
+        self, lun: int, code: int, *, exclude: Nexus | None = None, nexus: Nexus | None = None
+    ) -> None:
+        """Queue UA `code` (ASC<<8|ASCQ) on `lun` for one nexus or all known ones."""
+        targets = [nexus] if nexus is not None else list(self._nexuses)
+        for n in targets:
+            if n != exclude:
+                self._queue_ua(n, lun, code)
+
+    def _queue_ua(self, nexus: Nexus, lun: int, code: int) -> None:
+        q = self._ua.setdefault((nexus, lun), [])
+        if code >> 8 == _RESET_CLASS:
+            # A reset supersedes older resets and is reported before anything else.
+            q[:] = [c for c in q if c >> 8 != _RESET_CLASS]
+            q.insert(0, code)
+        elif code not in q:
+            q.append(code)
+
+    def pop_unit_attention(self, nexus: Nexus, lun: int) -> int | None:
+        q = self._ua.get((nexus, lun))
+        if not q:
+            return None
+        code = q.pop(0)
+        if not q:
+            del self._ua[(nexus, lun)]
+        return code
+
+    def clear_unit_attention(self, nexus: Nexus, lun: int, code: int) -> None:
+        q = self._ua.get((nexus, lun))
+        if q and code in q:
+            q.remove(code)
+            if not q:
+                del self._ua[(nexus, lun)]
+
+    def pending_unit_attentions(self, nexus: Nexus, lun: int) -> list[int]:
+        return list(self._ua.get((nexus, lun), ()))
+
+    def _first_seen(self, nexus: Nexus) -> None:
+        self._nexuses.add(nexus)
+        if nexus in self._lost:
+            self._lost.discard(nexus)
+            code: int | None = Asc.I_T_NEXUS_LOSS_OCCURRED
+        else:
+            code = self._first_code
+        if code is not None:
+            for lun in self.luns:
+                self._queue_ua(nexus, lun, code)
+
+    # ------------------------------------------------------------ execute
+    def execute(self, req: ScsiRequest) -> ScsiResult:
+        unit = self.luns.get(req.lun) or self._nounit
+        try:
+            nexus = req.nexus
+            if nexus not in self._nexuses:
+                self._first_seen(nexus)
+            cdb = req.cdb
+            if not cdb:
+                raise invalid_opcode()
+            if self._ua and cdb[0] not in _UA_EXEMPT and unit.present:
+                code = self.pop_unit_attention(nexus, req.lun)
+                if code is not None:
+                    return ScsiResult(
+                        Status.CHECK_CONDITION,
+                        b"",
+                        sense_for(SenseKey.UNIT_ATTENTION, code, unit.d_sense),
+                    )
+            return unit.execute(req)
+        except ScsiError as err:
+            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))
+        except Exception:
+            op = req.cdb[0] if req.cdb else -1
+            key = (type(unit).__name__, op)
+            if key not in self._logged:
+                self._logged.add(key)
+                log.exception("internal error executing opcode %#x on LUN %d", op, req.lun)
+            failure = ScsiError(SenseKey.HARDWARE_ERROR, 0x44, 0x00)
+            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(failure, unit.d_sense))
+
+    # ------------------------------------------------- resets and nexuses
+    def nexus_loss(self, nexus: Nexus) -> None:
+        """The session behind `nexus` is gone: drop its state everywhere."""
+        for unit in self.luns.values():
+            unit.nexus_loss(nexus)
+        for key in [k for k in self._ua if k[0] == nexus]:
+            del self._ua[key]
+        if nexus in self._nexuses:
+            self._nexuses.discard(nexus)
+            if self._first_code != Asc.POWER_ON_OCCURRED:
+                self._lost.add(nexus)
+
+    def lun_reset(self, lun: int, by: Nexus) -> None:
+        """LOGICAL UNIT RESET: 29/03 for every nexus on that LUN; saved mode values stay."""
+        unit = self.luns.get(lun)
+        if unit is None:
+            return
+        unit.reset()
+        for nexus in self._nexuses:
+            self._queue_ua(nexus, lun, Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED)
+
+    def target_reset(self, cold: bool, by: Nexus) -> None:
+        """TARGET WARM RESET (29/03) or TARGET COLD RESET (29/01, like power on) on all LUNs."""
+        code = Asc.POWER_ON_OCCURRED if cold else Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED
+        if cold:
+            # The transport drops every session; whoever logs in next sees the power on.
+            self._first_code = Asc.POWER_ON_OCCURRED
+            self._lost.clear()
+        for lun, unit in self.luns.items():
+            if cold:
+                unit.power_on()
+            else:
+                unit.reset()
+            for nexus in self._nexuses:
+                self._queue_ua(nexus, lun, code)
+
+    def power_on(self) -> None:
+        """Power cycle: forget every nexus; each one seen next gets 29/00 once per LUN."""
+        for unit in self.luns.values():
+            for nexus in self._nexuses:
+                unit.nexus_loss(nexus)
+            unit.power_on()
+        self._nexuses.clear()
+        self._lost.clear()
+        self._ua.clear()
+        self._first_code = Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET

@@ -1,0 +1,466 @@
+"""Logical units: the SPC commands every unit answers, and the LUN 0 controller device.
+
+A unit owns a command table (opcode -> CommandSpec + bound handler). The same table
+dispatches, checks CDB bits and feeds REPORT SUPPORTED OPERATION CODES; vendor
+commands are added with `register`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Protocol
+
+from firmware_model.scsi.commands import CommandSpec, Entry, Handler, usage
+from firmware_model.scsi.constants import (
+    Asc,
+    MaintenanceIn,
+    Opcode,
+    PeripheralType,
+    SenseKey,
+    VersionDescriptor,
+    VpdPage,
+)
+from firmware_model.scsi.errors import (
+    ScsiError,
+    illegal,
+    invalid_field_in_cdb,
+    invalid_opcode,
+    parameter_list_length_error,
+)
+from firmware_model.scsi.identity import naa5
+from firmware_model.scsi.inquiry import (
+    lu_designators,
+    port_designators,
+    standard_inquiry,
+    vpd_page,
+)
+from firmware_model.scsi.mode import ModePages, control_page, informational_exceptions_page
+from firmware_model.scsi.sense import sense_for
+from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
+
+if TYPE_CHECKING:
+    from firmware_model.scsi.target import ScsiTarget
+
+GOOD = Status.GOOD
+_unpack_be16 = struct.Struct(">H").unpack_from
+_unpack_be32 = struct.Struct(">I").unpack_from
+
+
+class ReservationsLike(Protocol):
+    """What a unit asks of its reservations object (firmware_model.scsi.reservations)."""
+
+    def conflict(self, nexus: Nexus, cdb: bytes) -> bool: ...
+    def reserve(self, nexus: Nexus, cdb: bytes) -> None: ...
+    def release(self, nexus: Nexus, cdb: bytes) -> None: ...
+    def persistent_reserve_in(self, nexus: Nexus, cdb: bytes, alloc_len: int) -> bytes: ...
+    def persistent_reserve_out(self, nexus: Nexus, cdb: bytes, data: bytes) -> None: ...
+    def nexus_loss(self, nexus: Nexus) -> None: ...
+    def reset(self) -> None: ...
+
+
+def not_ready() -> ScsiError:
+    """NOT READY 04/02: stopped by START STOP UNIT until a START=1 arrives."""
+    return ScsiError(SenseKey.NOT_READY, 0x04, 0x02)
+
+
+class LogicalUnit:
+    """Base of every unit: SPC commands, mode pages, per-unit state."""
+
+    peripheral_type: int = PeripheralType.DIRECT_ACCESS
+    present = True
+    versions: list[int] = [VersionDescriptor.SAM_5, VersionDescriptor.ISCSI, VersionDescriptor.SPC_4]
+
+    def __init__(self, serial: str, product: str, wwn: int | None = None) -> None:
+        self.serial = serial
+        self.product = product
+        self.wwn = wwn or naa5("lu:" + serial)
+        self.target: ScsiTarget | None = None
+        self.lun = -1
+        self.reservations: ReservationsLike | None = None
+        self.ready = True  # False after START STOP UNIT with START=0
+        self.mode = ModePages(self.mode_page_defaults())
+        self._table: dict[int, Entry | dict[int, Entry]] = {}
+        for spec, handler in self.command_specs():
+            self._add(spec, handler)
+
+    # ----------------------------------------------------------------- table
+    def command_specs(self) -> list[tuple[CommandSpec, Handler]]:
+        """The commands of this unit; subclasses extend the list."""
+        return [
+            (CommandSpec(usage(0x00, 0, 0, 0, 0, 0), media=True, timeout=5), self.test_unit_ready),
+            (CommandSpec(usage(0x03, 0x01, 0, 0, 0xFF, 0), timeout=5), self.request_sense),
+            (CommandSpec(usage(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), timeout=5), self.inquiry),
+            (CommandSpec(usage(0x15, 0x11, 0, 0, 0xFF, 0)), self.mode_select),
+            (CommandSpec(usage(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), timeout=5), self.mode_sense),
+            (CommandSpec(usage(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0)), self.mode_select),
+            (
+                CommandSpec(usage(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), timeout=5),
+                self.mode_sense,
+            ),
+            (
+                CommandSpec(usage(0xA0, 0, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), timeout=5),
+                self.report_luns,
+            ),
+            (
+                CommandSpec(
+                    usage(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0),
+                    sa=MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES,
+                    timeout=5,
+                ),
+                self.report_supported_opcodes,
+            ),
+        ]
+
+    def mode_page_defaults(self) -> list[tuple[bytes, bytes]]:
+        return [control_page(), informational_exceptions_page()]
+
+    def _add(self, spec: CommandSpec, handler: Handler) -> None:
+        entry = Entry(spec, handler)
+        if spec.sa is None:
+            self._table[spec.opcode] = entry
+        else:
+            slot = self._table.setdefault(spec.opcode, {})
+            if not isinstance(slot, dict):
+                raise ValueError(f"opcode {spec.opcode:#x} has no service actions")
+            slot[spec.sa] = entry
+
+    def register(
+        self,
+        opcode: int,
+        handler: Handler,
+        cdb_usage: bytes | None = None,
+        *,
+        sa: int | None = None,
+        media: bool = False,
+        timeout: int = 30,
+    ) -> None:
+        """Add (or replace) a command, e.g. a vendor opcode 0xC0-0xFF.
+
+        `cdb_usage` defaults to a 10/12/16-byte CDB by opcode group with every bit but
+        the control byte usable; give the exact mask to get strict checking.
+        """
+        if cdb_usage is None:
+            length = {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}.get(opcode >> 5, 16)
+            cdb_usage = bytes((opcode,)) + b"\xff" * (length - 2) + b"\x00"
+        if cdb_usage[0] != opcode:
+            raise ValueError("cdb_usage[0] must be the opcode")
+        self._add(CommandSpec(cdb_usage, sa=sa, media=media, timeout=timeout), handler)
+
+    def specs(self) -> list[CommandSpec]:
+        """All supported commands in opcode/service action order."""
+        out: list[CommandSpec] = []
+        for op in sorted(self._table):
+            slot = self._table[op]
+            if isinstance(slot, dict):
+                out.extend(slot[sa].spec for sa in sorted(slot))
+            else:
+                out.append(slot.spec)
+        return out
+
+    # -------------------------------------------------------------- dispatch
+    def execute(self, req: ScsiRequest) -> ScsiResult:
+        cdb = req.cdb
+        slot = self._table.get(cdb[0])
+        if slot is None:
+            raise invalid_opcode()
+        if isinstance(slot, dict):
+            if len(cdb) < 2:
+                raise ScsiError(SenseKey.ILLEGAL_REQUEST, 0x24, 0x00)
+            entry = slot.get(cdb[1] & 0x1F)
+            if entry is None:
+                raise invalid_field_in_cdb(1, 4)
+        else:
+            entry = slot
+        spec = entry.spec
+        res = self.reservations
+        if res is not None and res.conflict(req.nexus, cdb):
+            return ScsiResult(Status.RESERVATION_CONFLICT)
+        if len(cdb) < spec.length or int.from_bytes(cdb[: spec.length], "big") & spec.reject:
+            spec.check(cdb)
+        if spec.media and not self.ready:
+            raise not_ready()
+        return entry.handler(req)
+
+    # ---------------------------------------------------------- state events
+    def attach(self, target: ScsiTarget, lun: int) -> None:
+        self.target = target
+        self.lun = lun
+
+    def nexus_loss(self, nexus: Nexus) -> None:
+        if self.reservations is not None:
+            self.reservations.nexus_loss(nexus)
+
+    def reset(self) -> None:
+        """LOGICAL UNIT RESET: SPC-2 reservations go, persistent ones and saved mode stay."""
+        if self.reservations is not None:
+            self.reservations.reset()
+
+    def power_on(self) -> None:
+        self.mode.restore_saved()
+        self.ready = True
+        self.reset()
+
+    @property
+    def d_sense(self) -> bool:
+        return self.mode.d_sense
+
+    # ------------------------------------------------------------- INQUIRY
+    def standard_inquiry(self) -> bytes:
+        ident = self.target.identity if self.target else None
+        return standard_inquiry(
+            self.peripheral_type,
+            ident.vendor if ident else "COMPAQ",
+            self.product,
+            ident.revision if ident else "2.10",
+            self.versions,
+            tpgs=1,
+            serial=self.serial,
+        )
+
+    def vpd_pages(self) -> dict[int, object]:
+        """Page code -> builder taking the request (so 0x83 can name the port used)."""
+        return {
+            VpdPage.SUPPORTED_PAGES: self._vpd_supported,
+            VpdPage.UNIT_SERIAL_NUMBER: self._vpd_serial,
+            VpdPage.DEVICE_IDENTIFICATION: self._vpd_device_id,
+        }
+
+    def _vpd_supported(self, req: ScsiRequest) -> bytes:
+        return bytes(sorted(self.vpd_pages()))
+
+    def _vpd_serial(self, req: ScsiRequest) -> bytes:
+        return self.serial.encode("ascii", "replace")
+
+    def _vpd_device_id(self, req: ScsiRequest) -> bytes:
+        ident = self.target.identity if self.target else None
+        vendor = ident.vendor if ident else "COMPAQ"
+        body = lu_designators(self.wwn, vendor, self.product, self.serial)
+        if ident is not None:
+            port = req.nexus.port
+            body += port_designators(ident.target_name, ident.port_name(port), port)
+        return body
+
+    def inquiry(self, req: ScsiRequest) -> ScsiResult:
+        cdb = req.cdb
+        alloc = _unpack_be16(cdb, 3)[0]
+        if cdb[1] & 0x01:
+            builder = self.vpd_pages().get(cdb[2])
+            if builder is None:
+                raise invalid_field_in_cdb(2)
+            data = vpd_page(self.peripheral_byte(), cdb[2], builder(req))  # type: ignore[operator]
+        else:
+            if cdb[2]:
+                raise invalid_field_in_cdb(2)
+            data = self.standard_inquiry()
+        return ScsiResult(GOOD, data[:alloc])
+
+    def peripheral_byte(self) -> int:
+        return self.peripheral_type
+
+    # ------------------------------------------------- TUR / REQUEST SENSE
+    def test_unit_ready(self, req: ScsiRequest) -> ScsiResult:
+        return ScsiResult(GOOD)
+
+    def request_sense(self, req: ScsiRequest) -> ScsiResult:
+        """Report (and clear) a pending unit attention, else the unit's state."""
+        desc = bool(req.cdb[1] & 0x01)
+        ua = self.target.pop_unit_attention(req.nexus, self.lun) if self.target else None
+        if ua is not None:
+            data = sense_for(SenseKey.UNIT_ATTENTION, ua, desc)
+        elif not self.present:
+            data = sense_for(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED, desc)
+        elif not self.ready:
+            data = sense_for(SenseKey.NOT_READY, Asc.NOT_READY_INITIALIZING_COMMAND_REQUIRED, desc)
+        else:
+            data = sense_for(SenseKey.NO_SENSE, Asc.NO_ADDITIONAL_SENSE, desc)
+        return ScsiResult(GOOD, data[: req.cdb[4]])
+
+    # ---------------------------------------------------------- REPORT LUNS
+    def report_luns(self, req: ScsiRequest) -> ScsiResult:
+        cdb = req.cdb
+        select = cdb[2]
+        if select not in (0x00, 0x01, 0x02):
+            raise invalid_field_in_cdb(2)
+        alloc = _unpack_be32(cdb, 6)[0]
+        luns = self.target.lun_list() if self.target and select != 0x01 else []
+        body = bytearray()
+        for lun in luns:
+            if lun < 256:
+                body += bytes((0, lun)) + bytes(6)
+            else:
+                body += bytes((0x40 | (lun >> 8) & 0x3F, lun & 0xFF)) + bytes(6)
+        if self.target:
+            self.target.clear_unit_attention(req.nexus, self.lun, Asc.REPORTED_LUNS_DATA_HAS_CHANGED)
+        data = len(body).to_bytes(4, "big") + bytes(4) + bytes(body)
+        return ScsiResult(GOOD, data[:alloc])
+
+    # ------------------------------------------ REPORT SUPPORTED OPERATION CODES
+    def report_supported_opcodes(self, req: ScsiRequest) -> ScsiResult:
+        cdb = req.cdb
+        rctd = bool(cdb[2] & 0x80)
+        option = cdb[2] & 0x07
+        op = cdb[3]
+        sa = _unpack_be16(cdb, 4)[0]
+        alloc = _unpack_be32(cdb, 6)[0]
+        if option == 0:
+            body = bytearray()
+            for spec in self.specs():
+                flags = (0x02 if rctd else 0) | (0x01 if spec.sa is not None else 0)
+                body += bytes((spec.opcode, 0)) + (spec.sa or 0).to_bytes(2, "big")
+                body += bytes((0, flags)) + spec.length.to_bytes(2, "big")
+                if rctd:
+                    body += _timeouts(spec)
+            data = len(body).to_bytes(4, "big") + bytes(body)
+            return ScsiResult(GOOD, data[:alloc])
+        slot = self._table.get(op)
+        found: CommandSpec | None = None
+        if option == 1:
+            if isinstance(slot, dict):
+                raise invalid_field_in_cdb(3)
+            found = slot.spec if slot is not None else None
+        elif option == 2:
+            if slot is not None and not isinstance(slot, dict):
+                raise invalid_field_in_cdb(3)
+            found = slot[sa].spec if isinstance(slot, dict) and sa in slot else None
+        elif option == 3:
+            if isinstance(slot, dict):
+                found = slot[sa].spec if sa in slot else None
+            elif slot is not None:
+                found = slot.spec if sa == 0 else None
+        else:
+            raise invalid_field_in_cdb(2, 2)
+        if found is None:
+            data = bytes((0, 0x01, 0, 0))  # SUPPORT 001b: not supported
+        else:
+            data = bytes((0, (0x80 if rctd else 0) | 0x03)) + found.length.to_bytes(2, "big")
+            data += found.usage
+            if rctd:
+                data += _timeouts(found)
+        return ScsiResult(GOOD, data[:alloc])
+
+    # ------------------------------------------------------ MODE SENSE/SELECT
+    def device_specific_parameter(self) -> int:
+        return 0
+
+    def block_descriptor(self, long_lba: bool) -> bytes:
+        return b""
+
+    def mode_sense(self, req: ScsiRequest) -> ScsiResult:
+        cdb = req.cdb
+        ten = cdb[0] == Opcode.MODE_SENSE_10
+        dbd = bool(cdb[1] & 0x08)
+        llbaa = ten and bool(cdb[1] & 0x10)
+        pc = cdb[2] >> 6
+        pages = self.mode.sense(cdb[2] & 0x3F, cdb[3], pc)
+        bd = b"" if dbd else self.block_descriptor(llbaa)
+        dsp = self.device_specific_parameter()
+        if ten:
+            total = 8 + len(bd) + len(pages)
+            hdr = struct.pack(">HBBBBH", total - 2, 0, dsp, 1 if len(bd) == 16 else 0, 0, len(bd))
+            alloc = _unpack_be16(cdb, 7)[0]
+        else:
+            total = 4 + len(bd) + len(pages)
+            if total > 256:
+                raise invalid_field_in_cdb(2)
+            hdr = bytes((total - 1, 0, dsp, len(bd)))
+            alloc = cdb[4]
+        data = hdr + bd + pages
+        return ScsiResult(GOOD, data[:alloc])
+
+    def mode_select(self, req: ScsiRequest) -> ScsiResult:
+        cdb = req.cdb
+        ten = cdb[0] == Opcode.MODE_SELECT_10
+        pf = cdb[1] & 0x10
+        save = bool(cdb[1] & 0x01)
+        length = _unpack_be16(cdb, 7)[0] if ten else cdb[4]
+        if length == 0:
+            return ScsiResult(GOOD)
+        if not pf:
+            raise invalid_field_in_cdb(1, 4)
+        data = bytes(req.data_out[:length])
+        hlen = 8 if ten else 4
+        if len(data) < hlen:
+            raise parameter_list_length_error()
+        if ten:
+            bdl = _unpack_be16(data, 6)[0]
+            long_lba = bool(data[4] & 0x01)
+        else:
+            bdl = data[3]
+            long_lba = False
+        if data[1]:
+            raise illegal(Asc.INVALID_FIELD_IN_PARAMETER_LIST, field_pointer=1, cd=False)
+        if hlen + bdl > len(data):
+            raise parameter_list_length_error()
+        self.check_block_descriptors(data[hlen : hlen + bdl], hlen, long_lba)
+        if self.mode.select(data, hlen + bdl, save) and self.target:
+            self.target.establish_unit_attention(
+                self.lun, Asc.MODE_PARAMETERS_CHANGED, exclude=req.nexus
+            )
+        return ScsiResult(GOOD)
+
+    def check_block_descriptors(self, bds: bytes, offset: int, long_lba: bool) -> None:
+        """Units without blocks accept no block descriptors."""
+        if bds:
+            raise illegal(Asc.INVALID_FIELD_IN_PARAMETER_LIST, field_pointer=offset - 1, cd=False)
+
+
+def _timeouts(spec: CommandSpec) -> bytes:
+    """Command timeouts descriptor (SPC-4 6.35.4): length 0x0A, nominal and recommended."""
+    return struct.pack(">HBBII", 0x0A, 0, 0, spec.timeout, spec.timeout * 2)
+
+
+class ControllerUnit(LogicalUnit):
+    """LUN 0: the array controller device (SCC-2 peripheral type 0x0C)."""
+
+    peripheral_type = PeripheralType.STORAGE_ARRAY_CONTROLLER
+    versions = [
+        VersionDescriptor.SAM_5,
+        VersionDescriptor.ISCSI,
+        VersionDescriptor.SPC_4,
+        VersionDescriptor.SCC_2,
+    ]
+
+    def __init__(self, serial: str, product: str = "MSA500", wwn: int | None = None) -> None:
+        super().__init__(serial, product, wwn)
+
+    def command_specs(self) -> list[tuple[CommandSpec, Handler]]:
+        # TEST UNIT READY on the controller device never depends on a medium.
+        specs = super().command_specs()
+        return [
+            (CommandSpec(s.usage, sa=s.sa, media=False, timeout=s.timeout), h)
+            if s.opcode == Opcode.TEST_UNIT_READY
+            else (s, h)
+            for s, h in specs
+        ]
+
+    def attach(self, target: ScsiTarget, lun: int) -> None:
+        super().attach(target, lun)
+        if self.wwn == naa5("lu:" + self.serial):
+            self.wwn = target.identity.wwn
+
+
+class NoUnit(LogicalUnit):
+    """A LUN with nothing behind it: qualifier 011b for INQUIRY, 25/00 for the rest."""
+
+    peripheral_type = PeripheralType.UNKNOWN
+    present = False
+    versions: list[int] = [VersionDescriptor.SAM_5, VersionDescriptor.ISCSI, VersionDescriptor.SPC_4]
+
+    def __init__(self) -> None:
+        super().__init__("", "")
+
+    def peripheral_byte(self) -> int:
+        return 0x7F
+
+    def standard_inquiry(self) -> bytes:
+        data = bytearray(super().standard_inquiry())
+        data[0] = 0x7F
+        return bytes(data)
+
+    def vpd_pages(self) -> dict[int, object]:
+        return {VpdPage.SUPPORTED_PAGES: self._vpd_supported}
+
+    def execute(self, req: ScsiRequest) -> ScsiResult:
+        if req.cdb[0] in (Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE):
+            return super().execute(req)
+        raise illegal(Asc.LOGICAL_UNIT_NOT_SUPPORTED)

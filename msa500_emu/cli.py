@@ -1,0 +1,112 @@
+"""The `msa500-emu` command: serve, ctl."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from firmware_model.shelf import ShelfError
+
+from .config import ConfigError, load
+
+DEFAULT_API = "http://127.0.0.1:8500"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="msa500-emu", description="HP MSA500 storage array emulator")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the emulated array (two iSCSI portals + management API)")
+    s.add_argument("--state-dir", help="where drive images and controller NVRAM live")
+    s.add_argument("--config", type=Path, help="TOML file: process settings and first shelf build")
+    s.add_argument("--port1", metavar="HOST:PORT", help="controller port 1 portal (default 127.0.0.1:3260)")
+    s.add_argument("--port2", metavar="HOST:PORT", help="controller port 2 portal (default 127.0.0.1:3261)")
+    s.add_argument("--api", metavar="HOST:PORT", help="management API (default 127.0.0.1:8500)")
+    s.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    c = sub.add_parser("ctl", help="send a management command to a running array")
+    c.add_argument("--api", default=DEFAULT_API, metavar="URL", help=f"API base URL (default {DEFAULT_API})")
+    c.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    c.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. SHOW GLOBALS")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _ctl(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args.config, {
+            "state_dir": args.state_dir, "port1": args.port1, "port2": args.port2,
+            "api": args.api, "log_level": args.log_level,
+        })
+    except ConfigError as exc:
+        print(f"msa500-emu: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    from .server import serve
+
+    try:
+        return runner(serve(settings))
+    except ShelfError as exc:
+        print(f"msa500-emu: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"msa500-emu: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def _ctl(args: argparse.Namespace) -> int:
+    base = args.api if "://" in args.api else f"http://{args.api}"
+    line = " ".join(args.words)
+    req = urllib.request.Request(
+        base.rstrip("/") + "/api/command",
+        data=json.dumps({"command": line}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+        except ValueError:
+            body = {"ok": False, "error": f"HTTP {exc.code}"}
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"msa500-emu ctl: cannot reach the array at {base}: {reason}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(body, indent=2))
+    elif body.get("ok"):
+        print(body.get("text", ""))
+    else:
+        print(f"msa500-emu ctl: {body.get('error', 'command failed')}", file=sys.stderr)
+    return 0 if body.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

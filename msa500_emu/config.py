@@ -1,0 +1,213 @@
+"""Process settings and the first build of a new shelf, from TOML and the command line.
+
+Every mistake becomes one ConfigError naming the key and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from firmware_model.shelf import BAY_COUNT, LunSpec, ShelfError, ShelfSpec
+
+from .iscsi.chap import ChapConfig
+
+
+class ConfigError(Exception):
+    """Bad configuration: the message is the one line the user sees."""
+
+
+@dataclass
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass
+class Settings:
+    state_dir: Path
+    port1: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 3260))
+    port2: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 3261))
+    api: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 8500))
+    log_level: str = "info"
+    shelf: ShelfSpec = field(default_factory=ShelfSpec)
+    chap: ChapConfig = field(default_factory=ChapConfig)
+    nop_interval: float = 10.0
+    nop_timeout: float = 30.0
+    cmd_window: int = 128
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("MSA500_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "msa500-emu"
+
+
+def parse_endpoint(text: str, what: str) -> Endpoint:
+    """HOST:PORT, [IPv6]:PORT or :PORT (loopback)."""
+    t = text.strip()
+    m = re.match(r"^\[([^\]]+)\]:(\d+)$", t) or re.match(r"^([^:\[\]]*):(\d+)$", t)
+    if not m:
+        raise ConfigError(f"{what}: {text!r} is not HOST:PORT")
+    host, port = m.group(1) or "127.0.0.1", int(m.group(2))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what}: port {port} outside 0..65535")
+    return Endpoint(host, port)
+
+
+def parse_size(value: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ConfigError(f"{what}: {value!r} is not a size (e.g. 36GiB, 512MiB)")
+        unit = (m.group(2) or "B").upper().rstrip("B").rstrip("I")
+        mult = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit]
+        n = int(float(m.group(1)) * mult)
+    else:
+        raise ConfigError(f"{what}: expected a size, got {type(value).__name__}")
+    if n <= 0:
+        raise ConfigError(f"{what}: size must be positive")
+    return n
+
+
+def _take(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+
+
+def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = table[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}.{key}: expected {name}, got {value!r}")
+    return value
+
+
+def load(path: Path | None, overrides: dict[str, str | None]) -> Settings:
+    """Read the TOML file (if any), then apply command-line overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    _take(raw, {"state_dir", "port1", "port2", "api", "log_level", "shelf", "iscsi"}, "config")
+    settings = Settings(state_dir=default_state_dir())
+    if "state_dir" in raw:
+        settings.state_dir = Path(_typed(raw, "state_dir", str, "config")).expanduser()
+    for key in ("port1", "port2", "api"):
+        if key in raw:
+            setattr(settings, key, parse_endpoint(_typed(raw, key, str, "config"), key))
+    if "log_level" in raw:
+        settings.log_level = _typed(raw, "log_level", str, "config").lower()
+    if "shelf" in raw:
+        settings.shelf = _shelf(_typed(raw, "shelf", dict, "config"))
+    if "iscsi" in raw:
+        _iscsi(_typed(raw, "iscsi", dict, "config"), settings)
+    if overrides.get("state_dir"):
+        settings.state_dir = Path(str(overrides["state_dir"])).expanduser()
+    for key in ("port1", "port2", "api"):
+        value = overrides.get(key)
+        if value:
+            setattr(settings, key, parse_endpoint(value, f"--{key}"))
+    if overrides.get("log_level"):
+        settings.log_level = str(overrides["log_level"]).lower()
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log level {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    eps = [(str(settings.port1), "port1"), (str(settings.port2), "port2"), (str(settings.api), "api")]
+    seen: dict[str, str] = {}
+    for ep, name in eps:
+        if not ep.endswith(":0") and ep in seen:
+            raise ConfigError(f"{name} and {seen[ep]} both listen on {ep}")
+        seen[ep] = name
+    return settings
+
+
+def _shelf(table: dict[str, Any]) -> ShelfSpec:
+    _take(table, {"serial", "drive_size", "drive_sizes", "logical_drives"}, "shelf")
+    spec = ShelfSpec()
+    if "serial" in table:
+        serial = _typed(table, "serial", str, "shelf")
+        if not re.fullmatch(r"[A-Za-z0-9]{4,20}", serial):
+            raise ConfigError("shelf.serial: 4-20 letters and digits")
+        spec.serial = serial
+    if "drive_size" in table:
+        spec.drive_bytes = [parse_size(table["drive_size"], "shelf.drive_size")] * BAY_COUNT
+    if "drive_sizes" in table:
+        sizes = _typed(table, "drive_sizes", list, "shelf")
+        if len(sizes) != BAY_COUNT:
+            raise ConfigError(f"shelf.drive_sizes: {BAY_COUNT} entries needed, {len(sizes)} given")
+        spec.drive_bytes = [parse_size(s, f"shelf.drive_sizes[{i}]") for i, s in enumerate(sizes)]
+    if "logical_drives" in table:
+        lds = _typed(table, "logical_drives", list, "shelf")
+        spec.luns = []
+        for i, ld in enumerate(lds):
+            where = f"shelf.logical_drives[{i}]"
+            if not isinstance(ld, dict):
+                raise ConfigError(f"{where}: expected a table")
+            _take(ld, {"lun", "bay", "size", "name"}, where)
+            for req in ("lun", "size"):
+                if req not in ld:
+                    raise ConfigError(f"{where}: {req} missing")
+            size = parse_size(ld["size"], f"{where}.size")
+            if size % 512:
+                raise ConfigError(f"{where}.size: not a multiple of 512 bytes")
+            spec.luns.append(LunSpec(
+                lun=_typed(ld, "lun", int, where), bay=_typed(ld, "bay", int, where) if "bay" in ld else 1,
+                size_bytes=size, name=_typed(ld, "name", str, where) if "name" in ld else "",
+            ))
+    try:
+        spec.validate()
+    except ShelfError as exc:
+        raise ConfigError(f"shelf: {exc}") from exc
+    return spec
+
+
+def _iscsi(table: dict[str, Any], settings: Settings) -> None:
+    _take(table, {"nop_interval", "nop_timeout", "cmd_window", "chap"}, "iscsi")
+    for key in ("nop_interval", "nop_timeout"):
+        if key in table:
+            value = float(_typed(table, key, (int, float), "iscsi"))
+            if value <= 0:
+                raise ConfigError(f"iscsi.{key}: must be positive")
+            setattr(settings, key, value)
+    if "cmd_window" in table:
+        window = _typed(table, "cmd_window", int, "iscsi")
+        if not 1 <= window <= 1024:
+            raise ConfigError("iscsi.cmd_window: 1..1024")
+        settings.cmd_window = window
+    if "chap" in table:
+        chap = _typed(table, "chap", dict, "iscsi")
+        _take(chap, {"users", "target_user", "target_secret"}, "iscsi.chap")
+        users = _typed(chap, "users", dict, "iscsi.chap") if "users" in chap else {}
+        for name, secret in users.items():
+            if not isinstance(secret, str) or not 12 <= len(secret) <= 255:
+                raise ConfigError(f"iscsi.chap.users.{name}: secret must be a string of 12-255 characters")
+        settings.chap = ChapConfig(
+            users=dict(users),
+            target_user=chap.get("target_user"),
+            target_secret=chap.get("target_secret"),
+        )
+        if bool(settings.chap.target_user) != bool(settings.chap.target_secret):
+            raise ConfigError("iscsi.chap: target_user and target_secret go together")
+

@@ -1,0 +1,690 @@
+"""One iSCSI connection as a sans-I/O state machine: bytes in, bytes out.
+
+The portal feeds received bytes to `receive()` and writes what `take_output()` returns;
+it calls `on_timer(now)` at `next_deadline()`. SCSI commands are executed synchronously
+through the node's firmware once their data-out has arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from firmware_model.scsi.types import DataDirection, ScsiRequest, Status
+
+from .constants import (
+    RESERVED_TAG,
+    LogoutReason,
+    LogoutResponse,
+    Op,
+    RejectReason,
+    TmfFunction,
+    TmfResponse,
+)
+from .login import LoginState
+from .node import PortalInfo, Session, TargetNode
+from .params import TARGET_MAX_RECV_DSL
+from .pdu import FramingError, Pdu, PduReader, encode, u32
+from .text import TextError, encode_text, parse_text
+
+log = logging.getLogger("msa500_emu.iscsi")
+
+_HDR = struct.Struct(">III")
+SENSE_LEN = struct.Struct(">H")
+SERIAL_HALF = 1 << 31
+
+
+def sn_lt(a: int, b: int) -> bool:
+    """Serial number arithmetic (RFC 1982, 32 bits): a < b."""
+    return a != b and ((a < b and b - a < SERIAL_HALF) or (a > b and a - b > SERIAL_HALF))
+
+
+def decode_lun(field: bytes) -> int:
+    """LUN from the 8-byte field: peripheral (00b) and flat (01b) addressing."""
+    method = field[0] >> 6
+    if method == 0:
+        return field[1] if field[0] == 0 else (field[0] & 0x3F) << 8 | field[1]
+    if method == 1:
+        return (field[0] & 0x3F) << 8 | field[1]
+    return 0xFFFF  # other methods: no such LUN here
+
+
+@dataclass
+class Task:
+    """A SCSI command waiting for its data-out."""
+
+    itt: int
+    lun: int
+    cdb: bytes
+    cmd_pdu_bhs: bytes
+    edtl: int
+    direction: DataDirection
+    attr: int
+    buf: bytearray
+    received: int = 0
+    unsolicited_end: int = 0  # data below this offset arrives unsolicited
+    next_r2t_offset: int = 0
+    r2t_sn: int = 0
+    outstanding: dict[int, list[int]] = field(default_factory=dict)  # TTT -> [offset, length, got, datasn]
+    unsolicited_datasn: int = 0
+    failed_sense: bytes | None = None
+
+
+class Connection:
+    def __init__(self, node: TargetNode, portal: PortalInfo, now: Callable[[], float]) -> None:
+        self.node = node
+        self.portal = portal
+        self._now = now
+        self.reader = PduReader(max_data=TARGET_MAX_RECV_DSL)
+        self.out: list[bytes | bytearray | memoryview] = []
+        self.login: LoginState | None = LoginState(node, portal)
+        self.session: Session | None = None
+        self.stat_sn = 0
+        self.closed = False
+        self.close_reason = ""
+        self.close_after_flush = False
+        self.wakeup: Callable[[], None] = lambda: None
+        self.tasks: dict[int, Task] = {}
+        self.held: dict[int, Pdu] = {}  # out-of-order commands by CmdSN
+        self.skip_sns: set[int] = set()  # CmdSNs aborted before their command arrived
+        self.next_ttt = 1
+        self.hd = False
+        self.dd = False
+        self.max_send = 8192
+        self.last_rx = now()
+        self.ping_ttt: int | None = None
+        self.ping_sent_at = 0.0
+
+    # -- shell interface --------------------------------------------------------------
+    def receive(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closed:
+            return
+        self.last_rx = self._now()
+        self.reader.feed(data)
+        while not self.closed and not self.close_after_flush:
+            try:
+                pdu = self.reader.next_pdu()
+            except FramingError as exc:
+                self._fatal(f"framing error: {exc}")
+                return
+            if pdu is None:
+                return
+            try:
+                self._dispatch(pdu)
+            except Exception:  # never let one PDU take the process down
+                log.exception("internal error handling opcode 0x%02x; closing connection", pdu.opcode)
+                self._fatal("internal error")
+                return
+
+    def take_output(self) -> list[bytes | bytearray | memoryview]:
+        out, self.out = self.out, []
+        return out
+
+    def connection_lost(self) -> None:
+        if self.closed and not self.session:
+            return
+        self.closed = True
+        s = self.session
+        self.tasks.clear()
+        if s is not None and s.connection is self:
+            s.connection = None
+            self.node.end_session(s, self.close_reason or "connection closed by initiator")
+
+    def request_close(self, reason: str) -> None:
+        """Asked from outside (reinstatement, reset, shutdown): stop and let the shell close."""
+        if not self.closed:
+            self.close_reason = reason
+            self.close_after_flush = True
+            self.tasks.clear()
+            self.wakeup()
+
+    def next_deadline(self) -> float:
+        cfg = self.node.config
+        if self.ping_ttt is not None:
+            return self.ping_sent_at + cfg.nop_timeout
+        return self.last_rx + cfg.nop_interval
+
+    def on_timer(self, now: float) -> None:
+        if self.closed or self.close_after_flush or self.session is None:
+            return
+        cfg = self.node.config
+        if self.ping_ttt is not None:
+            if now >= self.ping_sent_at + cfg.nop_timeout and self.last_rx <= self.ping_sent_at:
+                log.warning(
+                    "initiator %s on port %d did not answer NOP-In for %.0fs: dropping it",
+                    self.session.initiator, self.portal.port, cfg.nop_timeout,
+                )
+                self._fatal("NOP-In timeout")
+            elif self.last_rx > self.ping_sent_at:
+                self.ping_ttt = None
+            return
+        if now >= self.last_rx + cfg.nop_interval:
+            self.ping_ttt = self._alloc_ttt()
+            self.ping_sent_at = now
+            bhs = bytearray(48)
+            bhs[0] = Op.NOP_IN
+            bhs[1] = 0x80
+            bhs[8:16] = bytes(8)
+            struct.pack_into(">II", bhs, 16, RESERVED_TAG, self.ping_ttt)
+            self._seq(bhs, advance=False)
+            self._send(bhs)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _fatal(self, reason: str) -> None:
+        self.close_reason = reason
+        self.close_after_flush = True
+        self.wakeup()
+
+    def _alloc_ttt(self) -> int:
+        ttt = self.next_ttt
+        self.next_ttt = (self.next_ttt % 0xFFFFFFFE) + 1
+        return ttt
+
+    def _send(self, bhs: bytearray, data: bytes | bytearray | memoryview = b"") -> None:
+        self.out.extend(encode(bhs, data, header_digest=self.hd, data_digest=self.dd))
+
+    def _seq(self, bhs: bytearray, advance: bool = True) -> None:
+        """Fill StatSN, ExpCmdSN, MaxCmdSN at offset 24."""
+        s = self.session
+        assert s is not None
+        _HDR.pack_into(bhs, 24, self.stat_sn, s.exp_cmd_sn, s.max_cmd_sn)
+        if advance:
+            self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
+
+    def reject(self, pdu: Pdu, reason: RejectReason, why: str) -> None:
+        log.warning("reject (0x%02x) of opcode 0x%02x: %s", int(reason), pdu.opcode, why)
+        bhs = bytearray(48)
+        bhs[0] = Op.REJECT
+        bhs[1] = 0x80
+        bhs[2] = reason
+        struct.pack_into(">I", bhs, 16, RESERVED_TAG)
+        if self.session is None:
+            self._fatal("reject during login")
+            return
+        self._seq(bhs)
+        self._send(bhs, pdu.bhs)
+
+    # -- dispatch ---------------------------------------------------------------------
+    def _dispatch(self, pdu: Pdu) -> None:
+        if self.login is not None:
+            self._login(pdu)
+            return
+        if not pdu.data_digest_ok:
+            self._data_digest_error(pdu)
+            return
+        op = pdu.opcode
+        if op == Op.SCSI_CMD:
+            self._ordered(pdu)
+        elif op == Op.DATA_OUT:
+            self._data_out(pdu)
+        elif op == Op.NOP_OUT:
+            self._nop_out(pdu)
+        elif op in (Op.TASK_MGMT_REQ, Op.TEXT_REQ, Op.LOGOUT_REQ):
+            self._ordered(pdu)
+        elif op == Op.SNACK:
+            self.reject(pdu, RejectReason.COMMAND_NOT_SUPPORTED, "SNACK at ErrorRecoveryLevel 0")
+        elif op == Op.LOGIN_REQ:
+            self.reject(pdu, RejectReason.PROTOCOL_ERROR, "login request in full feature phase")
+        else:
+            self.reject(pdu, RejectReason.COMMAND_NOT_SUPPORTED, f"unknown opcode 0x{op:02x}")
+
+    def _login(self, pdu: Pdu) -> None:
+        login = self.login
+        assert login is not None
+        result = login.handle(pdu, self.stat_sn)
+        self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
+        self.out.extend(encode(result.bhs, result.data))
+        if result.failed:
+            self._fatal("login failed")
+            return
+        if result.complete and result.session is not None:
+            s = result.session
+            s.connection = self
+            self.session = s
+            self.login = None
+            p = s.params
+            self.hd, self.dd = p.header_digest, p.data_digest
+            self.reader.header_digest, self.reader.data_digest = self.hd, self.dd
+            self.max_send = p.initiator_max_recv_dsl
+
+    def _ordered(self, pdu: Pdu) -> None:
+        """CmdSN ordering: immediate PDUs run now, others in CmdSN order inside the window."""
+        s = self.session
+        assert s is not None
+        cmd_sn = pdu.u32(24)
+        if pdu.immediate:
+            self._execute_ordered(pdu)
+            return
+        if cmd_sn == s.exp_cmd_sn:
+            s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
+            self._execute_ordered(pdu)
+            while not self.closed:
+                if s.exp_cmd_sn in self.skip_sns:  # aborted before it arrived: counts as received
+                    self.skip_sns.discard(s.exp_cmd_sn)
+                    self.held.pop(s.exp_cmd_sn, None)
+                elif s.exp_cmd_sn in self.held:
+                    self._execute_ordered(self.held.pop(s.exp_cmd_sn))
+                else:
+                    break
+                s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
+            return
+        if sn_lt(s.exp_cmd_sn, cmd_sn) and not sn_lt(s.max_cmd_sn, cmd_sn):
+            if len(self.held) < self.node.config.cmd_window:
+                self.held[cmd_sn] = pdu
+            return
+        log.warning(
+            "dropping opcode 0x%02x with CmdSN %d outside window %d..%d",
+            pdu.opcode, cmd_sn, s.exp_cmd_sn, s.max_cmd_sn,
+        )
+
+    def _execute_ordered(self, pdu: Pdu) -> None:
+        op = pdu.opcode
+        if op == Op.SCSI_CMD:
+            self._scsi_command(pdu)
+        elif op == Op.TASK_MGMT_REQ:
+            self._task_mgmt(pdu)
+        elif op == Op.TEXT_REQ:
+            self._text(pdu)
+        elif op == Op.LOGOUT_REQ:
+            self._logout(pdu)
+
+    # -- SCSI ---------------------------------------------------------------------------
+    def _scsi_command(self, pdu: Pdu) -> None:
+        s = self.session
+        assert s is not None
+        if s.discovery:
+            self.reject(pdu, RejectReason.PROTOCOL_ERROR, "SCSI command in a discovery session")
+            return
+        bhs = pdu.bhs
+        flags = bhs[1]
+        itt = pdu.itt
+        if itt == RESERVED_TAG:
+            self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "SCSI command with reserved ITT")
+            return
+        if itt in self.tasks:
+            self.reject(pdu, RejectReason.TASK_IN_PROGRESS, f"ITT 0x{itt:08x} already in use")
+            return
+        edtl = u32(bhs, 20)
+        cdb = bhs[32:48]
+        if pdu.ahs:
+            ext = self._extended_cdb(pdu, cdb)
+            if ext is None:
+                return
+            cdb = ext
+        lun = decode_lun(bhs[8:16])
+        read, write = bool(flags & 0x40), bool(flags & 0x20)
+        direction = DataDirection.WRITE if write else DataDirection.READ if read else DataDirection.NONE
+        if read and write:
+            self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "bidirectional commands not supported")
+            return
+        data = pdu.data
+        p = s.params
+        if data and (not write or not p.immediate_data):
+            why = "immediate data without W bit" if not write else "ImmediateData=No"
+            self.reject(pdu, RejectReason.PROTOCOL_ERROR, why)
+            return
+        if not write or edtl == 0:
+            self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, b"")
+            return
+        if len(data) > edtl or len(data) > p.first_burst_length:
+            self.reject(pdu, RejectReason.PROTOCOL_ERROR, "immediate data beyond EDTL/FirstBurstLength")
+            return
+        if len(data) == edtl:
+            self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, data)
+            return
+        task = Task(itt, lun, cdb, bhs, edtl, direction, flags & 7, bytearray(edtl))
+        task.buf[: len(data)] = data
+        task.received = len(data)
+        if flags & 0x80 or p.initial_r2t:  # F: no unsolicited Data-Out follows
+            task.unsolicited_end = len(data)
+        else:
+            task.unsolicited_end = min(p.first_burst_length, edtl)
+        task.next_r2t_offset = task.unsolicited_end
+        self.tasks[itt] = task
+        self._issue_r2ts(task)
+
+    def _extended_cdb(self, pdu: Pdu, cdb: bytes) -> bytes | None:
+        ahs = pdu.ahs
+        pos = 0
+        while pos + 4 <= len(ahs):
+            length = struct.unpack_from(">H", ahs, pos)[0]
+            kind = ahs[pos + 2]
+            body = ahs[pos + 4 : pos + 3 + length]
+            if kind == 1:
+                return cdb + bytes(body)
+            pos += 4 + ((length - 1 + 3) & ~3) if length else 4
+        self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "unsupported AHS")
+        return None
+
+    def _issue_r2ts(self, task: Task) -> None:
+        p = self.session.params if self.session else None
+        assert p is not None
+        while len(task.outstanding) < p.max_outstanding_r2t and task.next_r2t_offset < task.edtl:
+            offset = task.next_r2t_offset
+            length = min(p.max_burst_length, task.edtl - offset)
+            task.next_r2t_offset += length
+            ttt = self._alloc_ttt()
+            task.outstanding[ttt] = [offset, length, 0, 0]
+            bhs = bytearray(48)
+            bhs[0] = Op.R2T
+            bhs[1] = 0x80
+            bhs[8:16] = task.cmd_pdu_bhs[8:16]
+            struct.pack_into(">II", bhs, 16, task.itt, ttt)
+            self._seq(bhs, advance=False)
+            struct.pack_into(">III", bhs, 36, task.r2t_sn, offset, length)
+            task.r2t_sn += 1
+            self._send(bhs)
+
+    def _data_out(self, pdu: Pdu) -> None:
+        bhs = pdu.bhs
+        itt = pdu.itt
+        task = self.tasks.get(itt)
+        if task is None:
+            # Data for an aborted or unknown task: ignore (RFC 7143 11.7.5 says drop silently
+            # when the task was aborted); a wholly unknown tag is a protocol error.
+            if itt == RESERVED_TAG:
+                self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "Data-Out with reserved ITT")
+            return
+        ttt = u32(bhs, 20)
+        datasn = u32(bhs, 36)
+        offset = u32(bhs, 40)
+        data = pdu.data
+        end = offset + len(data)
+        if end > task.edtl:
+            self.reject(pdu, RejectReason.PROTOCOL_ERROR, "Data-Out beyond expected data length")
+            return
+        if ttt == RESERVED_TAG:
+            if end > task.unsolicited_end:
+                self.reject(pdu, RejectReason.PROTOCOL_ERROR, "unsolicited data beyond FirstBurstLength")
+                return
+            if datasn != task.unsolicited_datasn:
+                want = task.unsolicited_datasn
+                self.reject(pdu, RejectReason.PROTOCOL_ERROR, f"unsolicited DataSN {datasn}, expected {want}")
+                return
+            task.unsolicited_datasn += 1
+        else:
+            r2t = task.outstanding.get(ttt)
+            if r2t is None:
+                self.reject(pdu, RejectReason.INVALID_PDU_FIELD, f"Data-Out with unknown TTT 0x{ttt:08x}")
+                return
+            if offset < r2t[0] or end > r2t[0] + r2t[1]:
+                self.reject(pdu, RejectReason.PROTOCOL_ERROR, "Data-Out outside its R2T")
+                return
+            if datasn != r2t[3]:
+                self.reject(pdu, RejectReason.PROTOCOL_ERROR, f"DataSN {datasn}, expected {r2t[3]}")
+                return
+            r2t[3] += 1
+            r2t[2] += len(data)
+            if r2t[2] >= r2t[1] or bhs[1] & 0x80:
+                del task.outstanding[ttt]
+        task.buf[offset:end] = data
+        task.received += len(data)
+        if task.received >= task.edtl and not task.outstanding and task.next_r2t_offset >= task.edtl:
+            del self.tasks[task.itt]
+            self._run(task.itt, task.lun, task.cdb, task.cmd_pdu_bhs, task.edtl, task.direction,
+                      task.attr, task.buf)
+        elif ttt != RESERVED_TAG:
+            self._issue_r2ts(task)
+
+    def _data_digest_error(self, pdu: Pdu) -> None:
+        self.reject(pdu, RejectReason.DATA_DIGEST_ERROR, "data digest mismatch")
+        if pdu.opcode == Op.DATA_OUT:
+            task = self.tasks.pop(pdu.itt, None)
+            if task is not None:  # ERL 0 cannot recover the data: fail the command
+                sense = _sense(0x0B, 0x47, 0x05)
+                self._respond(task.itt, task.edtl, Status.CHECK_CONDITION, sense, b"", task.direction)
+
+    def _run(self, itt: int, lun: int, cdb: bytes, bhs: bytes, edtl: int, direction: DataDirection,
+             attr: int, data: bytes | bytearray | memoryview) -> None:
+        s = self.session
+        assert s is not None
+        req = ScsiRequest(s.nexus, lun, cdb, data, edtl, direction, attr)
+        result = self.node.scsi.execute(req)
+        wanted = req.spdtl if direction == DataDirection.WRITE else None
+        self._respond(itt, edtl, result.status, result.sense, result.data, direction, wanted)
+
+    def _respond(self, itt: int, edtl: int, status: int, sense: bytes, data: bytes | bytearray | memoryview,
+                 direction: DataDirection, wanted: int | None = None) -> None:
+        """Status (and data-in) for a command; residuals per RFC 7143 11.4.5.
+
+        `wanted` is the data-out length a write's CDB asked for; other commands are measured
+        by the data they produced.
+        """
+        n = len(data)
+        if direction == DataDirection.WRITE:
+            n = edtl if wanted is None else wanted
+            data = b""
+        residual_flags = 0
+        residual = 0
+        if n > edtl:
+            residual_flags, residual = 0x04, n - edtl  # O: overflow
+        elif n < edtl:
+            residual_flags, residual = 0x02, edtl - n  # U: underflow
+        if direction == DataDirection.READ and data and edtl:
+            send = memoryview(data)[:edtl] if len(data) > edtl else data
+            self._data_in(itt, send, status, residual_flags, residual, with_status=not sense)
+            if not sense:
+                return
+        bhs = bytearray(48)
+        bhs[0] = Op.SCSI_RSP
+        bhs[1] = 0x80 | residual_flags
+        bhs[2] = 0  # command completed at target
+        bhs[3] = status
+        struct.pack_into(">I", bhs, 16, itt)
+        self._seq(bhs)
+        struct.pack_into(">I", bhs, 44, residual)
+        self._send(bhs, SENSE_LEN.pack(len(sense)) + sense if sense else b"")
+
+    def _data_in(self, itt: int, data: bytes | bytearray | memoryview, status: int, rflags: int,
+                 residual: int, with_status: bool) -> None:
+        s = self.session
+        assert s is not None
+        total = len(data)
+        seg = self.max_send
+        burst = s.params.max_burst_length
+        view = memoryview(data)
+        datasn = 0
+        offset = 0
+        hd, dd = self.hd, self.dd
+        out = self.out
+        while offset < total:
+            chunk = min(seg, total - offset)
+            last = offset + chunk >= total
+            bhs = bytearray(48)
+            bhs[0] = Op.DATA_IN
+            flags = 0
+            if last:
+                flags = 0x80
+                if with_status:
+                    flags |= 0x01 | rflags
+                    bhs[3] = status
+            elif (offset + chunk) % burst == 0:
+                flags = 0x80
+            bhs[1] = flags
+            struct.pack_into(">II", bhs, 16, itt, RESERVED_TAG)
+            if last and with_status:
+                self._seq(bhs)
+                struct.pack_into(">I", bhs, 44, residual)
+            else:
+                _HDR.pack_into(bhs, 24, 0, s.exp_cmd_sn, s.max_cmd_sn)
+            struct.pack_into(">II", bhs, 36, datasn, offset)
+            out.extend(encode(bhs, view[offset : offset + chunk], header_digest=hd, data_digest=dd))
+            datasn += 1
+            offset += chunk
+
+    # -- task management ----------------------------------------------------------------
+    def _task_mgmt(self, pdu: Pdu) -> None:
+        s = self.session
+        assert s is not None
+        bhs = pdu.bhs
+        function = bhs[1] & 0x7F
+        lun = decode_lun(bhs[8:16])
+        rtt = u32(bhs, 20)
+        ref_cmd_sn = u32(bhs, 32)
+        response = TmfResponse.COMPLETE
+        scsi = self.node.scsi
+        if s.discovery:
+            self.reject(pdu, RejectReason.PROTOCOL_ERROR, "task management in a discovery session")
+            return
+        if function == TmfFunction.ABORT_TASK:
+            # RFC 7143 11.5.1: a task we hold is aborted; an unknown task whose RefCmdSN is
+            # inside the window is taken as received-and-aborted; outside it (say, a task that
+            # already completed), the task does not exist.
+            task = self.tasks.get(rtt)
+            if task is not None:
+                del self.tasks[rtt]
+            elif rtt in {p.itt for p in self.held.values()}:
+                self.held = {k: v for k, v in self.held.items() if v.itt != rtt}
+                self.skip_sns.add(ref_cmd_sn)
+            elif not sn_lt(ref_cmd_sn, s.exp_cmd_sn) and not sn_lt(s.max_cmd_sn, ref_cmd_sn):
+                self.skip_sns.add(ref_cmd_sn)
+            else:
+                response = TmfResponse.NO_TASK
+        elif function in (TmfFunction.ABORT_TASK_SET, TmfFunction.CLEAR_TASK_SET):
+            if lun not in scsi.luns:
+                response = TmfResponse.NO_LUN
+            else:
+                for itt in [t.itt for t in self.tasks.values() if t.lun == lun]:
+                    del self.tasks[itt]
+                if function == TmfFunction.CLEAR_TASK_SET:
+                    self._abort_other_sessions(lun)
+        elif function == TmfFunction.LOGICAL_UNIT_RESET:
+            if lun not in scsi.luns:
+                response = TmfResponse.NO_LUN
+            else:
+                for itt in [t.itt for t in self.tasks.values() if t.lun == lun]:
+                    del self.tasks[itt]
+                self._abort_other_sessions(lun)
+                scsi.lun_reset(lun, s.nexus)
+        elif function == TmfFunction.TARGET_WARM_RESET:
+            self.tasks.clear()
+            self._abort_other_sessions(None)
+            scsi.target_reset(False, s.nexus)
+        elif function == TmfFunction.TARGET_COLD_RESET:
+            self.tasks.clear()
+            scsi.target_reset(True, s.nexus)
+            self._tmf_response(pdu, response)
+            log.warning("TARGET COLD RESET from %s: closing every session", s.initiator)
+            self.node.cold_reset(s)
+            return
+        elif function == TmfFunction.CLEAR_ACA:
+            response = TmfResponse.NOT_SUPPORTED
+        elif function == TmfFunction.TASK_REASSIGN:
+            response = TmfResponse.NO_REASSIGNMENT
+        else:
+            response = TmfResponse.REJECTED
+        self._tmf_response(pdu, response)
+
+    def _abort_other_sessions(self, lun: int | None) -> None:
+        for other in self.node.sessions.values():
+            conn = other.connection
+            if conn is None or conn is self:
+                continue
+            for itt in [t.itt for t in conn.tasks.values() if lun is None or t.lun == lun]:
+                del conn.tasks[itt]
+
+    def _tmf_response(self, pdu: Pdu, response: TmfResponse) -> None:
+        bhs = bytearray(48)
+        bhs[0] = Op.TASK_MGMT_RSP
+        bhs[1] = 0x80
+        bhs[2] = response
+        struct.pack_into(">I", bhs, 16, pdu.itt)
+        self._seq(bhs)
+        self._send(bhs)
+
+    # -- NOP, text, logout ---------------------------------------------------------------
+    def _nop_out(self, pdu: Pdu) -> None:
+        itt = pdu.itt
+        ttt = pdu.u32(20)
+        s = self.session
+        assert s is not None
+        if itt == RESERVED_TAG:
+            if ttt == RESERVED_TAG and not pdu.immediate:
+                self.reject(pdu, RejectReason.PROTOCOL_ERROR, "NOP-Out with reserved ITT must be immediate")
+            if ttt != RESERVED_TAG and ttt == self.ping_ttt:
+                self.ping_ttt = None
+            return
+        if not pdu.immediate:
+            cmd_sn = pdu.u32(24)
+            if cmd_sn == s.exp_cmd_sn:
+                s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
+        bhs = bytearray(48)
+        bhs[0] = Op.NOP_IN
+        bhs[1] = 0x80
+        bhs[8:16] = pdu.bhs[8:16]
+        struct.pack_into(">II", bhs, 16, itt, RESERVED_TAG)
+        self._seq(bhs)
+        self._send(bhs, pdu.data[: self.max_send])
+
+    def _text(self, pdu: Pdu) -> None:
+        s = self.session
+        assert s is not None
+        try:
+            pairs = parse_text(pdu.data)
+        except TextError as exc:
+            self.reject(pdu, RejectReason.PROTOCOL_ERROR, str(exc))
+            return
+        if pdu.flags & 0x40:
+            self.reject(pdu, RejectReason.COMMAND_NOT_SUPPORTED, "multi-PDU text requests are not supported")
+            return
+        reply: list[tuple[str, str]] = []
+        for key, value in pairs:
+            if key == "SendTargets":
+                if s.discovery or value != "All":
+                    reply.extend(self.node.send_targets(self.portal, value))
+                else:
+                    reply.append(("SendTargets", "Reject"))
+            elif key == "MaxRecvDataSegmentLength":
+                try:
+                    n = int(value)
+                    if not 512 <= n < 1 << 24:
+                        raise ValueError(value)
+                except ValueError:
+                    reply.append((key, "Reject"))
+                    continue
+                self.max_send = n
+                reply.append((key, str(TARGET_MAX_RECV_DSL)))
+            else:
+                reply.append((key, "NotUnderstood"))
+        data = encode_text(reply)
+        bhs = bytearray(48)
+        bhs[0] = Op.TEXT_RSP
+        bhs[1] = 0x80
+        struct.pack_into(">II", bhs, 16, pdu.itt, RESERVED_TAG)
+        self._seq(bhs)
+        self._send(bhs, data[: self.max_send])
+
+    def _logout(self, pdu: Pdu) -> None:
+        s = self.session
+        assert s is not None
+        reason = pdu.flags & 0x7F
+        response = LogoutResponse.SUCCESS
+        if reason == LogoutReason.REMOVE_FOR_RECOVERY:
+            response = LogoutResponse.RECOVERY_NOT_SUPPORTED
+        elif reason == LogoutReason.CLOSE_CONNECTION:
+            cid = struct.unpack_from(">H", pdu.bhs, 20)[0]
+            del cid  # one connection per session: closing it ends the session
+        bhs = bytearray(48)
+        bhs[0] = Op.LOGOUT_RSP
+        bhs[1] = 0x80
+        bhs[2] = response
+        struct.pack_into(">I", bhs, 16, pdu.itt)
+        self._seq(bhs)
+        struct.pack_into(">HH", bhs, 40, 0, 0)
+        self._send(bhs)
+        if response == LogoutResponse.SUCCESS:
+            self.close_reason = "logout"
+            self.close_after_flush = True
+            self.wakeup()
+
+
+def _sense(key: int, asc: int, ascq: int) -> bytes:
+    s = bytearray(18)
+    s[0] = 0x70
+    s[2] = key
+    s[7] = 10
+    s[12] = asc
+    s[13] = ascq
+    return bytes(s)

@@ -1,0 +1,115 @@
+"""iSCSI protocol constants (RFC 7143 section 11)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+BHS_LEN = 48
+RESERVED_TAG = 0xFFFFFFFF
+
+
+class Op(IntEnum):
+    # initiator opcodes
+    NOP_OUT = 0x00
+    SCSI_CMD = 0x01
+    TASK_MGMT_REQ = 0x02
+    LOGIN_REQ = 0x03
+    TEXT_REQ = 0x04
+    DATA_OUT = 0x05
+    LOGOUT_REQ = 0x06
+    SNACK = 0x10
+    # target opcodes
+    NOP_IN = 0x20
+    SCSI_RSP = 0x21
+    TASK_MGMT_RSP = 0x22
+    LOGIN_RSP = 0x23
+    TEXT_RSP = 0x24
+    DATA_IN = 0x25
+    LOGOUT_RSP = 0x26
+    R2T = 0x31
+    ASYNC_MSG = 0x32
+    REJECT = 0x3F
+
+
+class RejectReason(IntEnum):
+    DATA_DIGEST_ERROR = 0x02
+    SNACK_REJECT = 0x03
+    PROTOCOL_ERROR = 0x04
+    COMMAND_NOT_SUPPORTED = 0x05
+    IMMEDIATE_COMMAND_REJECT = 0x06
+    TASK_IN_PROGRESS = 0x07
+    INVALID_DATA_ACK = 0x08
+    INVALID_PDU_FIELD = 0x09
+    LONG_OP_REJECT = 0x0A
+    WAITING_FOR_LOGOUT = 0x0C
+
+
+class LoginStatus(IntEnum):
+    """Status-Class << 8 | Status-Detail."""
+
+    SUCCESS = 0x0000
+    TARGET_MOVED_TEMPORARILY = 0x0101
+    INITIATOR_ERROR = 0x0200
+    AUTHENTICATION_FAILURE = 0x0201
+    AUTHORIZATION_FAILURE = 0x0202
+    NOT_FOUND = 0x0203
+    TARGET_REMOVED = 0x0204
+    UNSUPPORTED_VERSION = 0x0205
+    TOO_MANY_CONNECTIONS = 0x0206
+    MISSING_PARAMETER = 0x0207
+    CANT_INCLUDE_IN_SESSION = 0x0208
+    SESSION_TYPE_NOT_SUPPORTED = 0x0209
+    SESSION_DOES_NOT_EXIST = 0x020A
+    INVALID_DURING_LOGIN = 0x020B
+    TARGET_ERROR = 0x0300
+    SERVICE_UNAVAILABLE = 0x0301
+    OUT_OF_RESOURCES = 0x0302
+
+
+class Stage(IntEnum):
+    SECURITY = 0
+    OPERATIONAL = 1
+    FULL_FEATURE = 3
+
+
+class TmfFunction(IntEnum):
+    ABORT_TASK = 1
+    ABORT_TASK_SET = 2
+    CLEAR_ACA = 3
+    CLEAR_TASK_SET = 4
+    LOGICAL_UNIT_RESET = 5
+    TARGET_WARM_RESET = 6
+    TARGET_COLD_RESET = 7
+    TASK_REASSIGN = 8
+
+
+class TmfResponse(IntEnum):
+    COMPLETE = 0
+    NO_TASK = 1
+    NO_LUN = 2
+    TASK_ALLEGIANT = 3
+    NO_REASSIGNMENT = 4
+    NOT_SUPPORTED = 5
+    AUTHORIZATION_FAILED = 6
+    REJECTED = 255
+
+
+class LogoutReason(IntEnum):
+    CLOSE_SESSION = 0
+    CLOSE_CONNECTION = 1
+    REMOVE_FOR_RECOVERY = 2
+
+
+class LogoutResponse(IntEnum):
+    SUCCESS = 0
+    CID_NOT_FOUND = 1
+    RECOVERY_NOT_SUPPORTED = 2
+    CLEANUP_FAILED = 3
+
+
+class AsyncEvent(IntEnum):
+    SCSI_ASYNC = 0
+    LOGOUT_REQUEST = 1
+    CONNECTION_DROP = 2
+    SESSION_DROP = 3
+    NEGOTIATION_REQUEST = 4

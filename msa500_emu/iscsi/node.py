@@ -1,0 +1,149 @@
+"""The iSCSI target node: name, portals, sessions (sans-I/O; shared by all portals)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult
+
+from .chap import ChapConfig
+from .params import SessionParams
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+log = logging.getLogger("msa500_emu.iscsi")
+
+
+class ScsiExecutor(Protocol):
+    """What the transport needs from the firmware (firmware_model.scsi.target.ScsiTarget)."""
+
+    def execute(self, req: ScsiRequest) -> ScsiResult: ...
+
+    def nexus_loss(self, nexus: Nexus) -> None: ...
+
+    def lun_reset(self, lun: int, by: Nexus) -> None: ...
+
+    def target_reset(self, cold: bool, by: Nexus) -> None: ...
+
+    @property
+    def luns(self) -> Mapping[int, object]: ...
+
+
+@dataclass
+class PortalInfo:
+    """One controller port presented as an iSCSI portal (its own TPGT)."""
+
+    port: int  # controller port 1 or 2
+    host: str
+    tcp_port: int
+
+    @property
+    def tpgt(self) -> int:
+        return self.port
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.tcp_port},{self.tpgt}"
+
+
+@dataclass
+class NodeConfig:
+    target_name: str
+    alias: str = "MSA500"
+    chap: ChapConfig = field(default_factory=ChapConfig)
+    discovery_chap: ChapConfig = field(default_factory=ChapConfig)
+    cmd_window: int = 128
+    nop_interval: float = 10.0  # ping an idle initiator after this many seconds
+    nop_timeout: float = 30.0  # drop a connection silent for this long after a ping
+
+
+class Session:
+    """An iSCSI session (one connection: MaxConnections is 1)."""
+
+    def __init__(
+        self, node: TargetNode, initiator: str, isid: bytes, tsih: int, discovery: bool,
+        portal: PortalInfo, params: SessionParams,
+    ) -> None:
+        self.node = node
+        self.initiator = initiator
+        self.isid = isid
+        self.tsih = tsih
+        self.discovery = discovery
+        self.portal = portal
+        self.params = params
+        self.nexus = Nexus(f"{initiator},i,0x{isid.hex()}", portal.port)
+        self.connection: Connection | None = None
+        self.exp_cmd_sn = 0
+        self.closed = False
+
+    @property
+    def max_cmd_sn(self) -> int:
+        return (self.exp_cmd_sn + self.node.config.cmd_window - 1) & 0xFFFFFFFF
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "initiator": self.initiator,
+            "isid": self.isid.hex(),
+            "tsih": self.tsih,
+            "port": self.portal.port,
+            "type": "Discovery" if self.discovery else "Normal",
+        }
+
+
+class TargetNode:
+    """Everything the portals share: the target's identity, its sessions, the firmware."""
+
+    def __init__(self, config: NodeConfig, scsi: ScsiExecutor, portals: list[PortalInfo]) -> None:
+        self.config = config
+        self.scsi = scsi
+        self.portals = {p.port: p for p in portals}
+        self.sessions: dict[tuple[str, bytes, int], Session] = {}
+        self._next_tsih = 1
+
+    def allocate_tsih(self) -> int:
+        used = {s.tsih for s in self.sessions.values()}
+        while True:
+            tsih = self._next_tsih
+            self._next_tsih = self._next_tsih % 0xFFFF + 1
+            if tsih not in used:
+                return tsih
+
+    def find_session(self, initiator: str, isid: bytes, port: int) -> Session | None:
+        return self.sessions.get((initiator, isid, port))
+
+    def add_session(self, session: Session) -> None:
+        self.sessions[(session.initiator, session.isid, session.portal.port)] = session
+
+    def end_session(self, session: Session, reason: str) -> None:
+        """Tear a session down: drop its nexus state in the firmware, close its connection."""
+        if session.closed:
+            return
+        session.closed = True
+        key = (session.initiator, session.isid, session.portal.port)
+        if self.sessions.get(key) is session:
+            del self.sessions[key]
+        if not session.discovery:
+            self.scsi.nexus_loss(session.nexus)
+        conn = session.connection
+        if conn is not None:
+            conn.request_close(reason)
+        log.info(
+            "session ended: %s on port %d (tsih %d): %s",
+            session.initiator, session.portal.port, session.tsih, reason,
+        )
+
+    def send_targets(self, portal: PortalInfo, which: str) -> list[tuple[str, str]]:
+        """SendTargets answer. Each portal advertises itself only: a port is one cable."""
+        name = self.config.target_name
+        if which not in ("All", "", name):
+            return []
+        return [("TargetName", name), ("TargetAddress", portal.address)]
+
+    def cold_reset(self, by: Session) -> None:
+        for s in list(self.sessions.values()):
+            self.end_session(s, "target cold reset")

@@ -1,0 +1,1 @@
+"""Management: the HTTP JSON API and the MSA-style command language behind `ctl`."""
