@@ -299,6 +299,15 @@ class Initiator:
     def test_unit_ready(self, lun: int) -> CommandResult:
         return self.scsi(lun, bytes(6))
 
+    def clear_unit_attentions(self, lun: int, tries: int = 10) -> CommandResult:
+        """TEST UNIT READY until no UNIT ATTENTION is left (as libiscsi does on connect)."""
+        r = self.test_unit_ready(lun)
+        for _ in range(tries):
+            if r.status != 2 or r.sense_key != 0x06:
+                break
+            r = self.test_unit_ready(lun)
+        return r
+
     def nop(self, payload: bytes = b"") -> Pdu:
         bhs = bytearray(48)
         bhs[0] = Op.NOP_OUT | 0x40
