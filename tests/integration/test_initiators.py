@@ -30,7 +30,8 @@ def test_iscsi_ls_lists_target_and_luns(array: RunningArray, port: int) -> None:
     assert out.returncode == 0, out.stderr
     assert f"Target:{array.target} Portal:{array.portal(port)},{port}" in out.stdout
     luns = re.findall(r"Lun:(\d+)\s+Type:(\S+)", out.stdout)
-    assert luns == [("0", "STORAGE_ARRAY_CONTROLLER"), ("1", "DIRECT_ACCESS"), ("2", "DIRECT_ACCESS")], out.stdout
+    want = [("0", "STORAGE_ARRAY_CONTROLLER"), ("1", "DIRECT_ACCESS"), ("2", "DIRECT_ACCESS")]
+    assert luns == want, out.stdout
 
 
 def test_iscsi_inq_controller_and_logical_drive(array: RunningArray) -> None:
