@@ -90,6 +90,7 @@ class Initiator:
         self.hd = False
         self.dd = False
         self.tsih = 0
+        self.cid = 0
         self.params: dict[str, str] = {}
         self.target_max_recv = 8192
         self.pings_answered = 0
@@ -141,7 +142,7 @@ class Initiator:
         bhs[1] = (0x80 if transit else 0) | (csg << 2) | (nsg if transit else 0)
         bhs[8:14] = self.config.isid
         struct.pack_into(">H", bhs, 14, self.tsih)
-        struct.pack_into(">IHxxII", bhs, 16, 0x1000, 0, self.cmd_sn, self.exp_stat_sn)
+        struct.pack_into(">IHxxII", bhs, 16, 0x1000, self.cid, self.cmd_sn, self.exp_stat_sn)
         self.send_pdu(bhs, encode_text(keys))
         rsp = self.recv_pdu()
         if rsp.opcode != Op.LOGIN_RSP:
@@ -151,7 +152,8 @@ class Initiator:
         status = rsp.bhs[36] << 8 | rsp.bhs[37]
         if status:
             raise LoginError(status, f"login failed with status 0x{status:04x}")
-        self.params.update(parse_text(rsp.data))
+        self.params.update((k, v) for k, v in parse_text(rsp.data)
+                           if v not in ("Irrelevant", "NotUnderstood", "Reject"))
         return rsp
 
     def login(self, target: str | None, discovery: bool = False) -> dict[str, str]:

@@ -117,6 +117,8 @@ class LoginState:
             if k in keys:
                 raise LoginFailed(LoginStatus.INITIATOR_ERROR, f"key {k} sent twice")
             keys[k] = v
+        log.debug("login stage %d keys from port %d: %s", csg, self.portal.port,
+                  ", ".join(f"{k}={'***' if k.startswith('CHAP_') else v}" for k, v in pairs))
         reply: list[tuple[str, str]] = []
         if self.first:
             self._leading_checks(keys, reply)
@@ -232,6 +234,8 @@ class LoginState:
         node = self.node
         if self.existing is not None:  # connection reinstatement (same session, same CID)
             session = self.existing
+            if self.cid != session.cid:
+                raise LoginFailed(LoginStatus.TOO_MANY_CONNECTIONS, "MaxConnections is 1")
             old = session.connection
             if old is not None:
                 old.request_close("connection reinstated")
@@ -244,10 +248,14 @@ class LoginState:
             node, self.initiator, self.isid, node.allocate_tsih(), self.discovery, self.portal, self.params
         )
         session.exp_cmd_sn = self.cmd_sn
+        session.cid = self.cid
         node.add_session(session)
+        p = self.params
         log.info(
-            "%s session: %s on port %d (tsih %d)",
+            "%s session: %s on port %d (tsih %d, HeaderDigest=%s, DataDigest=%s, MaxBurstLength=%d)",
             "discovery" if self.discovery else "normal", self.initiator, self.portal.port, session.tsih,
+            "CRC32C" if p.header_digest else "None", "CRC32C" if p.data_digest else "None",
+            p.max_burst_length,
         )
         return session
 

@@ -79,6 +79,7 @@ class Session:
         self.nexus = Nexus(f"{initiator},i,0x{isid.hex()}", portal.port)
         self.connection: Connection | None = None
         self.exp_cmd_sn = 0
+        self.cid = 0
         self.closed = False
 
     @property
@@ -92,6 +93,8 @@ class Session:
             "tsih": self.tsih,
             "port": self.portal.port,
             "type": "Discovery" if self.discovery else "Normal",
+            "header_digest": "CRC32C" if self.params.header_digest else "None",
+            "data_digest": "CRC32C" if self.params.data_digest else "None",
         }
 
 

@@ -195,3 +195,30 @@ def test_sigterm_with_open_sessions_is_clean(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 20
     with pytest.raises((ConnectionError, OSError)):
         ini.test_unit_ready(1)
+
+
+def test_qemu_with_header_digest_crc32c(array: RunningArray) -> None:
+    opts = (f"driver=raw,file.driver=iscsi,file.transport=tcp,file.portal={array.portal(1)},"
+            f"file.target={array.target},file.lun=1,file.header-digest=crc32c,"
+            "file.initiator-name=iqn.2026-11.test:hdigest")
+    out = run(need("qemu-io"), "--image-opts", "-c", "write -P 0x5a 2M 256k", "-c", "read -P 0x5a 2M 256k", opts)
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out.stdout + out.stderr
+    log = array.log.read_text()
+    assert re.search(r"normal session: iqn\.2026-11\.test:hdigest on port 1 \(tsih \d+, HeaderDigest=CRC32C", log)
+
+
+def test_chap_with_libiscsi(tmp_path: Path) -> None:
+    cfg = tmp_path / "chap.toml"
+    cfg.write_text('[iscsi.chap]\nusers = { "alice" = "alice-secret-1234" }\n')
+    arr = start_array(tmp_path / "st", cfg)
+    try:
+        good = run(need("iscsi-inq"), arr.url(1, 1).replace("iscsi://", "iscsi://alice%alice-secret-1234@"))
+        assert good.returncode == 0 and "DIRECT_ACCESS" in good.stdout, good.stderr
+        bad = run(need("iscsi-inq"), arr.url(1, 1).replace("iscsi://", "iscsi://alice%wrong-secret-999@"))
+        assert bad.returncode != 0
+        none = run(need("iscsi-inq"), arr.url(1, 1))
+        assert none.returncode != 0
+    finally:
+        assert arr.stop() == 0
+    log = arr.log.read_text()
+    assert "refused (0x0201): wrong CHAP response for user 'alice'" in log, log

@@ -246,3 +246,25 @@ def test_data_digest_error_on_immediate_data_is_rejected() -> None:
 
 def test_text_keys_parse() -> None:
     assert parse_text(b"a=b\0c=\0") == [("a", "b"), ("c", "")]
+
+
+def test_connection_reinstatement_and_max_connections() -> None:
+    node = make_node()
+    a, conn_a = connect(node)
+    a.login(TARGET)
+    b, conn_b = connect(node)
+    b.tsih, b.cid = a.tsih, 1  # a second connection: MaxConnections is 1
+    with pytest.raises(LoginError) as exc:
+        b.login(TARGET)
+    assert exc.value.status == LoginStatus.TOO_MANY_CONNECTIONS
+    c, conn_c = connect(node)
+    c.tsih, c.cid = a.tsih, 0  # same CID: the old connection is replaced
+    c.login(TARGET)
+    assert conn_a.close_after_flush and not conn_c.close_after_flush
+    assert c.test_unit_ready(1).status == 0
+    d, _ = connect(node)
+    d.tsih = 0x7777
+    with pytest.raises(LoginError) as exc:
+        d.login(TARGET)
+    assert exc.value.status == LoginStatus.SESSION_DOES_NOT_EXIST
+    del conn_b
