@@ -201,10 +201,12 @@ def test_qemu_with_header_digest_crc32c(array: RunningArray) -> None:
     opts = (f"driver=raw,file.driver=iscsi,file.transport=tcp,file.portal={array.portal(1)},"
             f"file.target={array.target},file.lun=1,file.header-digest=crc32c,"
             "file.initiator-name=iqn.2026-11.test:hdigest")
-    out = run(need("qemu-io"), "--image-opts", "-c", "write -P 0x5a 2M 256k", "-c", "read -P 0x5a 2M 256k", opts)
+    out = run(need("qemu-io"), "--image-opts", "-c", "write -P 0x5a 2M 256k",
+              "-c", "read -P 0x5a 2M 256k", opts)
     assert out.returncode == 0 and "Pattern verification failed" not in out.stdout, out.stdout + out.stderr
     log = array.log.read_text()
-    assert re.search(r"normal session: iqn\.2026-11\.test:hdigest on port 1 \(tsih \d+, HeaderDigest=CRC32C", log)
+    pattern = r"normal session: iqn\.2026-11\.test:hdigest on port 1 \(tsih \d+, HeaderDigest=CRC32C"
+    assert re.search(pattern, log), log
 
 
 def test_chap_with_libiscsi(tmp_path: Path) -> None:
