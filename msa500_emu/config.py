@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_model.shelf import BAY_COUNT, LunSpec, ShelfError, ShelfSpec
+from firmware_model.controller import (
+    BAY_COUNT,
+    ArraySpec,
+    LogicalDriveSpec,
+    LunSpec,
+    ShelfError,
+    ShelfSpec,
+)
 
 from .iscsi.chap import ChapConfig
 
@@ -143,8 +150,17 @@ def load(path: Path | None, overrides: dict[str, str | None]) -> Settings:
     return settings
 
 
+def _drive_size(value: Any, what: str) -> int:
+    if isinstance(value, str) and value.strip().lower() in ("empty", "none", "0"):
+        return 0
+    if value == 0:
+        return 0
+    return parse_size(value, what)
+
+
 def _shelf(table: dict[str, Any]) -> ShelfSpec:
-    _take(table, {"serial", "drive_size", "drive_sizes", "logical_drives"}, "shelf")
+    _take(table, {"serial", "drive_size", "drive_sizes", "arrays", "logical_drives", "rebuild_priority"},
+          "shelf")
     spec = ShelfSpec()
     if "serial" in table:
         serial = _typed(table, "serial", str, "shelf")
@@ -152,35 +168,81 @@ def _shelf(table: dict[str, Any]) -> ShelfSpec:
             raise ConfigError("shelf.serial: 4-20 letters and digits")
         spec.serial = serial
     if "drive_size" in table:
-        spec.drive_bytes = [parse_size(table["drive_size"], "shelf.drive_size")] * BAY_COUNT
+        drive = _drive_size(table["drive_size"], "shelf.drive_size")
+        spec.drive_bytes = [drive] * BAY_COUNT
     if "drive_sizes" in table:
         sizes = _typed(table, "drive_sizes", list, "shelf")
         if len(sizes) != BAY_COUNT:
-            raise ConfigError(f"shelf.drive_sizes: {BAY_COUNT} entries needed, {len(sizes)} given")
-        spec.drive_bytes = [parse_size(s, f"shelf.drive_sizes[{i}]") for i, s in enumerate(sizes)]
+            raise ConfigError(f"shelf.drive_sizes: {BAY_COUNT} entries needed (\"empty\" for none), {len(sizes)} given")
+        spec.drive_bytes = [_drive_size(s, f"shelf.drive_sizes[{i}]") for i, s in enumerate(sizes)]
+    if "rebuild_priority" in table:
+        prio = _typed(table, "rebuild_priority", str, "shelf").lower()
+        if prio not in ("high", "medium", "low"):
+            raise ConfigError("shelf.rebuild_priority: high, medium or low")
+        spec.rebuild_priority = prio
+    if "arrays" in table:
+        spec.arrays = []
+        for i, arr in enumerate(_typed(table, "arrays", list, "shelf")):
+            where = f"shelf.arrays[{i}]"
+            if not isinstance(arr, dict):
+                raise ConfigError(f"{where}: expected a table")
+            _take(arr, {"name", "bays", "spares"}, where)
+            if "name" not in arr or "bays" not in arr:
+                raise ConfigError(f"{where}: name and bays are required")
+            spec.arrays.append(ArraySpec(
+                name=_typed(arr, "name", str, where).upper(),
+                bays=_bays(_typed(arr, "bays", list, where), f"{where}.bays"),
+                spares=_bays(_typed(arr, "spares", list, where), f"{where}.spares") if "spares" in arr else [],
+            ))
     if "logical_drives" in table:
         lds = _typed(table, "logical_drives", list, "shelf")
-        spec.luns = []
+        new_style = spec.arrays is not None
+        if new_style:
+            spec.logical_drives = []
+        else:
+            spec.luns = []
         for i, ld in enumerate(lds):
             where = f"shelf.logical_drives[{i}]"
             if not isinstance(ld, dict):
                 raise ConfigError(f"{where}: expected a table")
-            _take(ld, {"lun", "bay", "size", "name"}, where)
-            for req in ("lun", "size"):
-                if req not in ld:
-                    raise ConfigError(f"{where}: {req} missing")
-            size = parse_size(ld["size"], f"{where}.size")
-            if size % 512:
+            if "lun" not in ld:
+                raise ConfigError(f"{where}: lun missing")
+            lun = _typed(ld, "lun", int, where)
+            name = _typed(ld, "name", str, where) if "name" in ld else ""
+            size: int | None = parse_size(ld["size"], f"{where}.size") if "size" in ld else None
+            if size is not None and size % 512:
                 raise ConfigError(f"{where}.size: not a multiple of 512 bytes")
-            spec.luns.append(LunSpec(
-                lun=_typed(ld, "lun", int, where), bay=_typed(ld, "bay", int, where) if "bay" in ld else 1,
-                size_bytes=size, name=_typed(ld, "name", str, where) if "name" in ld else "",
-            ))
+            if new_style:
+                _take(ld, {"lun", "array", "raid", "size", "name", "stripe_kib"}, where)
+                if "array" not in ld or "raid" not in ld:
+                    raise ConfigError(f"{where}: array and raid are required")
+                raid = str(ld["raid"]).upper()
+                if raid not in ("0", "1", "10", "1+0", "5", "ADG", "6"):
+                    raise ConfigError(f"{where}.raid: {ld['raid']!r} is not 0, 1, 10, 5 or ADG")
+                stripe = _typed(ld, "stripe_kib", int, where) if "stripe_kib" in ld else None
+                if stripe is not None and (stripe not in (16, 32, 64, 128, 256)):
+                    raise ConfigError(f"{where}.stripe_kib: 16, 32, 64, 128 or 256")
+                spec.logical_drives.append(LogicalDriveSpec(  # type: ignore[union-attr]
+                    lun=lun, array=_typed(ld, "array", str, where).upper(),
+                    raid={"1+0": "10", "6": "ADG"}.get(raid, raid), size_bytes=size, name=name,
+                    stripe_kib=stripe))
+            else:
+                _take(ld, {"lun", "bay", "size", "name"}, where)
+                if size is None:
+                    raise ConfigError(f"{where}: size missing")
+                bay = _typed(ld, "bay", int, where) if "bay" in ld else 1
+                spec.luns.append(LunSpec(lun=lun, bay=bay, size_bytes=size, name=name))
     try:
         spec.validate()
     except ShelfError as exc:
         raise ConfigError(f"shelf: {exc}") from exc
     return spec
+
+
+def _bays(values: list[Any], where: str) -> list[int]:
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= BAY_COUNT for v in values):
+        raise ConfigError(f"{where}: bay numbers 1-{BAY_COUNT}")
+    return list(values)
 
 
 def _iscsi(table: dict[str, Any], settings: Settings) -> None:

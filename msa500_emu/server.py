@@ -11,12 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from firmware_model.clock import MonotonicClock
-from firmware_model.shelf import Shelf
+from firmware_model.controller import Controller, ControllerError
 
 from .config import Settings
 from .iscsi.node import NodeConfig, PortalInfo, TargetNode
 from .iscsi.portal import Portal
 from .management.api import make_app
+from .management.commands import CommandError
 
 log = logging.getLogger("msa500_emu")
 
@@ -27,7 +28,8 @@ class Emulator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.monotonic()
-        self.shelf: Shelf | None = None
+        self.shelf: Controller | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self.node: TargetNode | None = None
         self.portals: list[Portal] = []
         self.api_runner: web.AppRunner | None = None
@@ -35,7 +37,7 @@ class Emulator:
 
     async def start(self) -> None:
         s = self.settings
-        self.shelf = Shelf(s.state_dir, s.shelf, MonotonicClock())
+        self.shelf = Controller(s.state_dir, s.shelf, MonotonicClock(), on_event=self._on_event)
         infos = [
             PortalInfo(1, s.port1.host, s.port1.port),
             PortalInfo(2, s.port2.host, s.port2.port),
@@ -48,6 +50,7 @@ class Emulator:
             cmd_window=s.cmd_window,
         )
         self.node = TargetNode(cfg, self.shelf.controller, infos)
+        self._refresh_delays()
         try:
             for info in infos:
                 portal = Portal(self.node, info)
@@ -61,11 +64,80 @@ class Emulator:
             server = getattr(site, "_server", None)
             if server is not None and server.sockets:
                 self.api_port = server.sockets[0].getsockname()[1]
+            self._ticker = asyncio.create_task(self._tick(), name="controller-timers")
         except BaseException:
             await self.stop()
             raise
 
+    async def _tick(self) -> None:
+        """Drive the controller's timers (rebuild, expansion) from the event loop."""
+        ctl = self.shelf
+        assert ctl is not None
+        while True:
+            due = ctl.next_deadline()
+            now = ctl.clock.now()
+            await asyncio.sleep(1.0 if due is None else min(1.0, max(0.0, due - now)))
+            try:
+                ctl.advance(ctl.clock.now())
+            except Exception:  # a bug in background work must not stop host I/O
+                log.exception("controller background work failed")
+                await asyncio.sleep(1.0)
+
+    def _on_event(self, event: Any) -> None:
+        level = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+        sev = getattr(event, "severity", "info")
+        log.log(level.get(str(getattr(sev, "value", sev)), logging.INFO), "event %s: %s",
+                getattr(event, "code", "?"), getattr(event, "message", ""))
+
+    def _refresh_delays(self) -> None:
+        """Per-LUN injected latency: the slowest member drive of the unit's array."""
+        if self.shelf is None or self.node is None:
+            return
+        slow = {d["bay"]: float(d.get("latency_ms") or 0) for d in self.shelf.disks()}
+        delays: dict[int, float] = {}
+        for unit in self.shelf.units():
+            ms = max((slow.get(b, 0.0) for b in unit.get("bays", [])), default=0.0)
+            if ms > 0:
+                delays[int(unit["lun"])] = ms / 1000.0
+        self.node.lun_delay = delays
+
+    # -- the management layer's view of the array -------------------------------------
+    def _ctl(self) -> Controller:
+        if self.shelf is None:
+            raise CommandError("the array is not running")
+        return self.shelf
+
+    def disks(self) -> list[dict[str, Any]]:
+        return self._ctl().disks()
+
+    def units(self) -> list[dict[str, Any]]:
+        return self._ctl().units()
+
+    def spares(self) -> list[dict[str, Any]]:
+        return self._ctl().spares()
+
+    def events(self, since_id: int = 0) -> list[dict[str, Any]]:
+        return self._ctl().events(since_id)
+
+    def operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(self._ctl(), name, None)
+        if fn is None:
+            raise CommandError(f"operation {name} is not available")
+        try:
+            result = fn(*args, **kwargs)
+        except ControllerError as exc:
+            raise CommandError(str(exc)) from exc
+        self._refresh_delays()
+        return result
+
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+            self._ticker = None
         for portal in self.portals:
             await portal.stop()
         self.portals.clear()

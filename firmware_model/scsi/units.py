@@ -35,7 +35,7 @@ from firmware_model.scsi.inquiry import (
     vpd_page,
 )
 from firmware_model.scsi.mode import ModePages, control_page, informational_exceptions_page
-from firmware_model.scsi.sense import sense_for
+from firmware_model.scsi.sense import build_sense, sense_for
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
 
 if TYPE_CHECKING:
@@ -78,6 +78,9 @@ class LogicalUnit:
         self.lun = -1
         self.reservations: ReservationsLike | None = None
         self.ready = True  # False after START STOP UNIT with START=0
+        # Set by the owner while the medium is unusable (e.g. a failed logical drive): media
+        # access commands, TEST UNIT READY included, answer with this sense instead.
+        self.not_ready_reason: ScsiError | None = None
         self.mode = ModePages(self.mode_page_defaults())
         self._table: dict[int, Entry | dict[int, Entry]] = {}
         for spec, handler in self.command_specs():
@@ -177,8 +180,8 @@ class LogicalUnit:
             return ScsiResult(Status.RESERVATION_CONFLICT)
         if len(cdb) < spec.length or int.from_bytes(cdb[: spec.length], "big") & spec.reject:
             spec.check(cdb)
-        if spec.media and not self.ready:
-            raise not_ready()
+        if spec.media and (not self.ready or self.not_ready_reason is not None):
+            raise self.not_ready_reason or not_ready()
         return entry.handler(req)
 
     # ---------------------------------------------------------- state events
@@ -269,6 +272,8 @@ class LogicalUnit:
             data = sense_for(SenseKey.UNIT_ATTENTION, ua, desc)
         elif not self.present:
             data = sense_for(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED, desc)
+        elif self.not_ready_reason is not None:
+            data = build_sense(self.not_ready_reason, desc)
         elif not self.ready:
             data = sense_for(SenseKey.NOT_READY, Asc.NOT_READY_INITIALIZING_COMMAND_REQUIRED, desc)
         else:

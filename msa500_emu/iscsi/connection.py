@@ -7,6 +7,8 @@ through the node's firmware once their data-out has arrived.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import struct
 from collections.abc import Callable
@@ -89,6 +91,10 @@ class Connection:
         self.tasks: dict[int, Task] = {}
         self.held: dict[int, Pdu] = {}  # out-of-order commands by CmdSN
         self.skip_sns: set[int] = set()  # CmdSNs aborted before their command arrived
+        # Responses held back by injected latency: (due, order, send). StatSN is assigned
+        # when a response is built, so held responses never disturb StatSN order.
+        self.deferred: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
         self.next_ttt = 1
         self.hd = False
         self.dd = False
@@ -143,12 +149,18 @@ class Connection:
     def next_deadline(self) -> float:
         cfg = self.node.config
         if self.ping_ttt is not None:
-            return self.ping_sent_at + cfg.nop_timeout
-        return self.last_rx + cfg.nop_interval
+            due = self.ping_sent_at + cfg.nop_timeout
+        else:
+            due = self.last_rx + cfg.nop_interval
+        if self.deferred:
+            due = min(due, self.deferred[0][0])
+        return due
 
     def on_timer(self, now: float) -> None:
         if self.closed or self.close_after_flush or self.session is None:
             return
+        while self.deferred and self.deferred[0][0] <= now:
+            heapq.heappop(self.deferred)[2]()
         cfg = self.node.config
         if self.ping_ttt is not None:
             if now >= self.ping_sent_at + cfg.nop_timeout and self.last_rx <= self.ping_sent_at:
@@ -443,6 +455,13 @@ class Connection:
         req = ScsiRequest(s.nexus, lun, cdb, data, edtl, direction, attr)
         result = self.node.scsi.execute(req)
         wanted = req.spdtl if direction == DataDirection.WRITE else None
+        delay = self.node.lun_delay.get(lun) if self.node.lun_delay else None
+        if delay:
+            def send() -> None:
+                self._respond(itt, edtl, result.status, result.sense, result.data, direction, wanted)
+
+            heapq.heappush(self.deferred, (self._now() + delay, next(self._order), send))
+            return
         self._respond(itt, edtl, result.status, result.sense, result.data, direction, wanted)
 
     def _respond(self, itt: int, edtl: int, status: int, sense: bytes, data: bytes | bytearray | memoryview,

@@ -107,6 +107,9 @@ class TargetNode:
         self.portals = {p.port: p for p in portals}
         self.sessions: dict[tuple[str, bytes, int], Session] = {}
         self._next_tsih = 1
+        # Injected drive latency (fault injection), seconds per command, by LUN; the
+        # connection holds a response back this long. Kept current by the process.
+        self.lun_delay: dict[int, float] = {}
 
     def allocate_tsih(self) -> int:
         used = {s.tsih for s in self.sessions.values()}

@@ -43,6 +43,8 @@ class PortalProtocol(asyncio.Protocol):
         conn = self.conn
         conn.receive(data)
         self._flush()
+        if conn.deferred and self.timer is not None and self.timer.when() > conn.deferred[0][0]:
+            self._arm_timer()  # a held-back response is due before the next NOP check
 
     def _flush_soon(self) -> None:
         if not self._flush_pending:

@@ -1,12 +1,18 @@
 """The command language of `msa500-emu ctl`, in the style of the MSA family's CLI.
 
-Commands are case-insensitive. Each returns a JSON-able result and its plain rendering.
+Words are case-insensitive; DISKm is bay m (1-14) and unit n is LUN n. Every command
+returns a JSON-able result and a plain rendering; a wrong command raises CommandError
+with one line naming the problem. The same calls serve the HTTP API.
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from . import render
 
 
 class CommandError(Exception):
@@ -14,45 +20,281 @@ class CommandError(Exception):
 
 
 class Array(Protocol):
+    """What the management layer needs from the emulator (the controller plus the process)."""
+
     def describe(self) -> dict[str, Any]: ...
+
+    def disks(self) -> list[dict[str, Any]]: ...
+
+    def units(self) -> list[dict[str, Any]]: ...
+
+    def spares(self) -> list[dict[str, Any]]: ...
+
+    def events(self, since_id: int = 0) -> list[dict[str, Any]]: ...
+
+    def operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a controller operation; raises CommandError with the controller's message."""
+        ...
 
 
 @dataclass
 class Reply:
-    result: dict[str, Any]
+    result: Any
     text: str
 
 
+USAGE = {
+    "SHOW": "SHOW GLOBALS | DISKS | UNITS | SPARES | EVENTS [n]",
+    "ADD UNIT": 'ADD UNIT n DATA="DISKa-DISKb" RAID_LEVEL=0|1|10|5|ADG [STRIPE_SIZE=k] [SIZE=s] [NAME=x]',
+    "DELETE UNIT": "DELETE UNIT n",
+    "ADD SPARE": "ADD SPARE UNIT=n DISKm [DISKk ...]",
+    "DELETE SPARE": "DELETE SPARE UNIT=n DISKm [DISKk ...]",
+    "EXPAND UNIT": 'EXPAND UNIT n DATA="DISKa-DISKb"',
+    "EXTEND UNIT": "EXTEND UNIT n SIZE=s",
+    "SET GLOBALS": "SET GLOBALS REBUILD_PRIORITY=HIGH|MEDIUM|LOW",
+    "FAULT": "FAULT DISKm FAIL|PULL|INSERT|MEDIA-ERROR lba count|LATENCY ms|CLEAR"
+    " | FAULT PSUn|FANn FAIL|RESTORE | FAULT TEMPERATURE c",
+}
+RAID_LEVELS = {"0": "0", "1": "1", "10": "10", "1+0": "10", "5": "5", "ADG": "ADG", "6": "ADG"}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(I?B)?$")
+
+
+def _known() -> str:
+    return "; ".join(USAGE.values())
+
+
 def run(array: Array, line: str) -> Reply:
-    words = line.split()
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise CommandError(f"cannot parse {line!r}: {exc}") from exc
     if not words:
         raise CommandError("empty command (try SHOW GLOBALS)")
-    verb = words[0].upper()
+    up = [w.upper() for w in words]
+    verb = up[0]
     if verb == "SHOW":
-        if len(words) < 2:
-            raise CommandError("SHOW what? (GLOBALS)")
-        what = words[1].upper()
-        if what == "GLOBALS" and len(words) == 2:
-            return _show_globals(array)
-        raise CommandError(f"unknown SHOW command: {' '.join(words[1:])!r} (known: GLOBALS)")
-    raise CommandError(f"unknown command {words[0]!r} (known: SHOW GLOBALS)")
+        return _show(array, up[1:])
+    if verb in ("ADD", "DELETE", "EXPAND", "EXTEND") and len(up) >= 2:
+        obj = up[1]
+        if obj == "UNIT":
+            return _unit_command(array, verb, words[2:])
+        if obj == "SPARE" and verb in ("ADD", "DELETE"):
+            return _spare_command(array, verb, words[2:])
+        raise CommandError(f"unknown command {verb} {words[1]!r} (known: {_known()})")
+    if verb == "SET" and len(up) >= 2 and up[1] == "GLOBALS":
+        return _set_globals(array, words[2:])
+    if verb == "FAULT":
+        return _fault(array, words[1:])
+    raise CommandError(f"unknown command {words[0]!r} (known: {_known()})")
 
 
-def _show_globals(array: Array) -> Reply:
-    g = array.describe()
-    lines = [
-        "Global Parameters:",
-        f"  System Name: {g['product']}",
-        f"  Serial Number: {g['serial']}",
-        f"  Firmware Revision: {g['firmware']}",
-        f"  iSCSI Target Name: {g['target_name']}",
-        f"  Drive Bays: {g['bays']}",
-    ]
-    for port in g.get("portals", []):
-        lines.append(f"  Port {port['port']}: iSCSI portal {port['address']} ({port['sessions']} sessions)")
-    for ld in g.get("logical_drives", []):
-        gib = ld["bytes"] / (1 << 30)
-        blocks = f"{ld['blocks']} blocks of {ld['block_size']}"
-        lines.append(f"  Logical Drive {ld['lun']}: {gib:.2f} GiB ({blocks})")
-    lines.append(f"  Up Time: {g.get('uptime_s', 0):.0f} s")
-    return Reply(g, "\n".join(lines))
+# -- parsing helpers ------------------------------------------------------------------------
+def _options(words: list[str], allowed: set[str], usage: str) -> tuple[list[str], dict[str, str]]:
+    """Split KEY=VALUE options (keys upper-cased) from positional words."""
+    pos: list[str] = []
+    opts: dict[str, str] = {}
+    for w in words:
+        if "=" in w:
+            k, v = w.split("=", 1)
+            key = k.upper()
+            if key not in allowed:
+                raise CommandError(f"unknown option {k!r} (usage: {usage})")
+            if key in opts:
+                raise CommandError(f"option {key} given twice")
+            opts[key] = v
+        else:
+            pos.append(w)
+    return pos, opts
+
+
+def _int(text: str, what: str, lo: int, hi: int) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise CommandError(f"{what} {text!r} is not a number") from None
+    if not lo <= n <= hi:
+        raise CommandError(f"{what} {n} outside {lo}..{hi}")
+    return n
+
+
+def parse_disk(word: str) -> int:
+    m = re.fullmatch(r"DISK(\d+)", word.strip().upper())
+    if not m:
+        raise CommandError(f"{word!r} is not a disk name (DISK1 .. DISK14)")
+    bay = int(m.group(1))
+    if not 1 <= bay <= 14:
+        raise CommandError(f"{word} names bay {bay}; bays are 1-14")
+    return bay
+
+
+def parse_disks(spec: str) -> list[int]:
+    """DISK1-DISK3, DISK1,DISK5 or a mix."""
+    bays: list[int] = []
+    for part in re.split(r"[,\s]+", spec.strip()):
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            first, last = parse_disk(a), parse_disk(b)
+            if last < first:
+                raise CommandError(f"disk range {part} runs backwards")
+            bays.extend(range(first, last + 1))
+        else:
+            bays.append(parse_disk(part))
+    if not bays:
+        raise CommandError("no disks given")
+    if len(set(bays)) != len(bays):
+        raise CommandError(f"a disk is named twice in {spec!r}")
+    return bays
+
+
+def parse_size(text: str) -> int:
+    """Bytes from 8GB, 512MiB, 1.5T ... ; a bare number is MB, as the MSA CLI counted."""
+    m = _SIZE.fullmatch(text.strip().upper())
+    if not m:
+        raise CommandError(f"size {text!r} not understood (e.g. 8GB, 512MB, 2048)")
+    value, unit = float(m.group(1)), m.group(2) or "M"
+    n = int(value * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
+    if n <= 0:
+        raise CommandError("size must be positive")
+    return n
+
+
+def _unit_number(words: list[str], usage: str) -> tuple[int, list[str]]:
+    if not words:
+        raise CommandError(f"unit number missing (usage: {usage})")
+    return _int(words[0], "unit", 1, 32), words[1:]
+
+
+# -- commands -------------------------------------------------------------------------------
+def _show(array: Array, what: list[str]) -> Reply:
+    if not what:
+        raise CommandError(f"SHOW what? ({USAGE['SHOW']})")
+    obj, rest = what[0], what[1:]
+    if obj == "GLOBALS" and not rest:
+        g = array.describe()
+        return Reply(g, render.globals_text(g))
+    if obj == "DISKS" and not rest:
+        disks = array.disks()
+        return Reply(disks, render.disks_text(disks))
+    if obj == "UNITS" and not rest:
+        units = array.units()
+        return Reply(units, render.units_text(units))
+    if obj == "SPARES" and not rest:
+        spares = array.spares()
+        return Reply(spares, render.spares_text(spares))
+    if obj == "EVENTS" and len(rest) <= 1:
+        events = array.events()
+        if rest:
+            events = events[-_int(rest[0], "event count", 1, 100000) :]
+        return Reply(events, render.events_text(events))
+    raise CommandError(f"unknown SHOW command {' '.join(what)!r} ({USAGE['SHOW']})")
+
+
+def _unit_command(array: Array, verb: str, words: list[str]) -> Reply:
+    usage = USAGE[f"{verb} UNIT"]
+    lun, rest = _unit_number(words, usage)
+    if verb == "ADD":
+        pos, o = _options(rest, {"DATA", "RAID_LEVEL", "STRIPE_SIZE", "SIZE", "NAME", "ARRAY"}, usage)
+        if pos:
+            raise CommandError(f"unexpected {pos[0]!r} (usage: {usage})")
+        if "DATA" not in o and "ARRAY" not in o:
+            raise CommandError(f"DATA= missing (usage: {usage})")
+        if "RAID_LEVEL" not in o:
+            raise CommandError(f"RAID_LEVEL= missing (usage: {usage})")
+        raid = RAID_LEVELS.get(o["RAID_LEVEL"].upper())
+        if raid is None:
+            raise CommandError(f"RAID_LEVEL={o['RAID_LEVEL']} not one of 0, 1, 10, 5, ADG")
+        kw: dict[str, Any] = {"raid": raid}
+        kw["bays"] = parse_disks(o["DATA"]) if "DATA" in o else []
+        if "STRIPE_SIZE" in o:
+            kw["stripe_kib"] = _int(o["STRIPE_SIZE"].upper().removesuffix("KB").removesuffix("K"),
+                                    "STRIPE_SIZE", 16, 256)
+        if "SIZE" in o:
+            kw["size_bytes"] = parse_size(o["SIZE"])
+        if "NAME" in o:
+            kw["name"] = o["NAME"]
+        if "ARRAY" in o:
+            kw["array"] = o["ARRAY"].upper()
+        result = array.operate("add_unit", lun, **kw)
+        return Reply(result, f"Unit {lun} created (LUN {lun}).")
+    if verb == "DELETE":
+        _no_more(rest, usage)
+        result = array.operate("delete_unit", lun)
+        return Reply(result, f"Unit {lun} deleted.")
+    if verb == "EXPAND":
+        pos, o = _options(rest, {"DATA"}, usage)
+        if pos or "DATA" not in o:
+            raise CommandError(f"usage: {usage}")
+        result = array.operate("expand_unit", lun, parse_disks(o["DATA"]))
+        return Reply(result, f"Expansion of the array holding unit {lun} started.")
+    pos, o = _options(rest, {"SIZE"}, usage)  # EXTEND
+    if pos or "SIZE" not in o:
+        raise CommandError(f"usage: {usage}")
+    result = array.operate("extend_unit", lun, parse_size(o["SIZE"]))
+    return Reply(result, f"Unit {lun} extended.")
+
+
+def _no_more(rest: list[str], usage: str) -> None:
+    if rest:
+        raise CommandError(f"unexpected {rest[0]!r} (usage: {usage})")
+
+
+def _spare_command(array: Array, verb: str, words: list[str]) -> Reply:
+    usage = USAGE[f"{verb} SPARE"]
+    pos, o = _options(words, {"UNIT"}, usage)
+    if "UNIT" not in o:
+        raise CommandError(f"UNIT= missing (usage: {usage})")
+    lun = _int(o["UNIT"], "unit", 1, 32)
+    if not pos:
+        raise CommandError(f"no disk given (usage: {usage})")
+    bays = parse_disks(",".join(pos))
+    op = "add_spare" if verb == "ADD" else "delete_spare"
+    result = array.operate(op, lun, bays)
+    names = ", ".join(f"DISK{b}" for b in bays)
+    return Reply(result, f"Spare {names} {'added to' if verb == 'ADD' else 'removed from'} unit {lun}.")
+
+
+def _set_globals(array: Array, words: list[str]) -> Reply:
+    usage = USAGE["SET GLOBALS"]
+    pos, o = _options(words, {"REBUILD_PRIORITY"}, usage)
+    if pos or not o:
+        raise CommandError(f"usage: {usage}")
+    prio = o["REBUILD_PRIORITY"].lower()
+    if prio not in ("high", "medium", "low"):
+        raise CommandError(f"REBUILD_PRIORITY={o['REBUILD_PRIORITY']} not one of HIGH, MEDIUM, LOW")
+    result = array.operate("set_rebuild_priority", prio)
+    return Reply(result, f"Rebuild priority set to {prio.upper()}.")
+
+
+def _fault(array: Array, words: list[str]) -> Reply:
+    usage = USAGE["FAULT"]
+    if len(words) < 2:
+        raise CommandError(f"usage: {usage}")
+    target, action, args = words[0].upper(), words[1].upper(), words[2:]
+    m = re.fullmatch(r"(PSU|FAN)(\d)", target)
+    if m:
+        if action not in ("FAIL", "RESTORE") or args:
+            raise CommandError(f"usage: FAULT {m.group(1)}n FAIL|RESTORE")
+        n = _int(m.group(2), m.group(1), 1, 2)
+        result = array.operate(f"fault_{m.group(1).lower()}", n, action.lower())
+        return Reply(result, f"{m.group(1)} {n}: {action.lower()}ed.".replace("failed.", "failed."))
+    if target == "TEMPERATURE":
+        result = array.operate("set_temperature", _int(words[1], "temperature", -40, 150))
+        return Reply(result, f"Temperature set to {words[1]} C.")
+    bay = parse_disk(target)
+    kw: dict[str, Any] = {}
+    if action in ("FAIL", "PULL", "INSERT", "CLEAR"):
+        _no_more(args, usage)
+    elif action == "MEDIA-ERROR":
+        if len(args) != 2:
+            raise CommandError("usage: FAULT DISKm MEDIA-ERROR lba count")
+        kw = {"lba": _int(args[0], "lba", 0, 1 << 48), "count": _int(args[1], "count", 1, 1 << 32)}
+    elif action == "LATENCY":
+        if len(args) != 1:
+            raise CommandError("usage: FAULT DISKm LATENCY ms")
+        kw = {"ms": _int(args[0], "latency", 0, 600000)}
+    else:
+        raise CommandError(f"unknown fault {words[1]!r} (usage: {usage})")
+    result = array.operate("fault_disk", bay, action.lower(), **kw)
+    return Reply(result, f"DISK{bay}: {action.lower()} done.")

@@ -268,3 +268,24 @@ def test_connection_reinstatement_and_max_connections() -> None:
         d.login(TARGET)
     assert exc.value.status == LoginStatus.SESSION_DOES_NOT_EXIST
     del conn_b
+
+
+def test_injected_latency_holds_the_response_back() -> None:
+    clock = Clock()
+    node = make_node()
+    ini, conn = connect(node, clock=clock)
+    ini.login(TARGET)
+    node.lun_delay[1] = 0.5
+    bhs = bytearray(48)
+    bhs[0], bhs[1] = Op.SCSI_CMD, 0x81
+    bhs[9] = 1
+    struct.pack_into(">IIII", bhs, 16, 9, 0, ini.cmd_sn, ini.exp_stat_sn)
+    conn.receive(b"".join(bytes(c) for c in encode(bhs)))
+    assert conn.take_output() == [] and conn.next_deadline() == 0.5
+    clock.t = 0.5
+    conn.on_timer(clock.t)
+    rsp = ini.recv_pdu()
+    assert rsp.opcode == Op.SCSI_RSP and rsp.itt == 9
+    ini.cmd_sn += 1
+    node.lun_delay.clear()
+    assert ini.test_unit_ready(1).status == 0

@@ -1,0 +1,1818 @@
+"""The array controller: drives, arrays, logical drives with real RAID, spares, rebuild, growth.
+
+This is the shelf as the firmware sees it. The enclosure (firmware_model.enclosure) holds
+the drives; the controller groups them into arrays (A, B, C...), carves logical drives
+(LUN 1-32, each a RaidVolume on its own extent of the array's members) and serves them
+through the SCSI target. It keeps the configuration where Smart Array keeps it: on every
+drive's reserved area and in NVRAM (firmware_model.metadata), so a restart comes back as
+it was, and drives are recognised by serial wherever they sit.
+
+Background work (rebuild onto a spare or a replaced drive, capacity expansion) runs in
+bounded steps from `advance(now)`, paced by the rebuild priority; `next_deadline()` says
+when the next step is due, so the asyncio process or a test on a virtual clock drives it.
+Every operation the management layer offers is a method here that validates its input and
+raises ControllerError with one line on bad input.
+
+Sense data chosen for a failed logical drive (see ARCHITECTURE "Errors are answers"):
+- media-access commands, TEST UNIT READY included: NOT READY, 04/03 LOGICAL UNIT NOT READY,
+  MANUAL INTERVENTION REQUIRED (hpsa's `hpsa_volume_offline` expects a failed Smart Array
+  volume to answer TEST UNIT READY with NOT READY/ASC 04);
+- the command during which the unit fails: HARDWARE ERROR, 3E/01 LOGICAL UNIT FAILURE;
+- a read the redundancy cannot cover: MEDIUM ERROR, 11/00 UNRECOVERED READ ERROR, with the
+  first bad LBA in the INFORMATION field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, cast
+
+from .clock import Clock, MonotonicClock
+from .enclosure import (
+    BAY_COUNT,
+    FAN_COUNT,
+    PSU_COUNT,
+    ComponentState,
+    Drive,
+    DriveState,
+    Enclosure,
+    EnclosureError,
+)
+from .events import EVENTS_FILE, Event, EventCode, EventLog, Severity
+from .metadata import (
+    METADATA_BYTES,
+    ArrayConfig,
+    DriveRecord,
+    ExpandConfig,
+    ExpandLd,
+    LdConfig,
+    MetadataError,
+    ShelfConfig,
+)
+from .raid.api import DriveError, MemberState, RaidLevel, UnrecoverableRead, VolumeFailed
+from .raid.layout import Layout, capacity_bytes, data_members
+from .raid.layout import validate as validate_layout
+from .raid.volume import RaidVolume, restripe, restripe_safe
+from .scsi.constants import SenseKey
+from .scsi.errors import ScsiError
+from .scsi.identity import TargetIdentity, naa5
+from .scsi.sbc import CACHE_BYTES, BlockUnit
+from .scsi.target import ScsiTarget
+from .scsi.units import ControllerUnit
+
+PORT_COUNT = 2
+BLOCK_SIZE = 512
+KIB = 1 << 10
+MIB = 1 << 20
+GIB = 1 << 30
+MAX_LUNS = 32
+STRIPE_KIB = (16, 32, 64, 128, 256)
+DEFAULT_STRIPE_KIB = 64
+NVRAM_FILE = "controller-nvram.json"
+JOURNAL_FILE = "expand-journal.bin"
+NVRAM_FORMAT = 2
+CAPACITY_DATA_HAS_CHANGED = 0x2A09
+TEMP_WARN_C = 50.0
+TEMP_CRIT_C = 60.0
+
+RAID_NAMES: dict[str, RaidLevel] = {
+    "0": RaidLevel.RAID0,
+    "1": RaidLevel.RAID1,
+    "10": RaidLevel.RAID10,
+    "1+0": RaidLevel.RAID10,
+    "5": RaidLevel.RAID5,
+    "6": RaidLevel.ADG,
+    "adg": RaidLevel.ADG,
+}
+
+
+def raid_label(level: RaidLevel) -> str:
+    return {RaidLevel.RAID10: "1+0", RaidLevel.ADG: "ADG"}.get(level, level.value)
+
+
+class ShelfError(Exception):
+    """A shelf that cannot be built or opened as described."""
+
+
+class ControllerError(ShelfError):
+    """An operation refused: the message names the problem in one line."""
+
+
+class UnitState(StrEnum):
+    OK = "ok"
+    INTERIM_RECOVERY = "interim recovery"
+    REBUILDING = "rebuilding"
+    EXPANDING = "expanding"
+    FAILED = "failed"
+
+
+class RebuildPriority(StrEnum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+# priority -> (bytes per step, seconds between steps, steps per advance call at most)
+PACE: dict[RebuildPriority, tuple[int, float, int]] = {
+    RebuildPriority.HIGH: (4 * MIB, 0.0, 4),
+    RebuildPriority.MEDIUM: (2 * MIB, 0.1, 1),
+    RebuildPriority.LOW: (1 * MIB, 0.5, 1),
+}
+
+
+def unit_failed_sense() -> ScsiError:
+    """HARDWARE ERROR 3E/01 LOGICAL UNIT FAILURE: the unit failed during this command."""
+    return ScsiError(SenseKey.HARDWARE_ERROR, 0x3E, 0x01)
+
+
+def unit_offline_sense() -> ScsiError:
+    """NOT READY 04/03 MANUAL INTERVENTION REQUIRED: a failed logical drive."""
+    return ScsiError(SenseKey.NOT_READY, 0x04, 0x03)
+
+
+def unrecovered_read(lba: int) -> ScsiError:
+    """MEDIUM ERROR 11/00 with the first bad LBA in the INFORMATION field."""
+    return ScsiError(SenseKey.MEDIUM_ERROR, 0x11, 0x00, info=lba)
+
+
+def parse_raid(raid: str | int | RaidLevel) -> RaidLevel:
+    if isinstance(raid, RaidLevel):
+        return raid
+    level = RAID_NAMES.get(str(raid).strip().lower())
+    if level is None:
+        raise ControllerError(f"RAID level {raid!r} unknown (0, 1, 1+0, 5, ADG)")
+    return level
+
+
+# ------------------------------------------------------------------------------ the spec
+@dataclass
+class LunSpec:
+    """Old simple form: LUN on one bay = a single-drive RAID 0 array per bay."""
+
+    lun: int
+    bay: int
+    size_bytes: int
+    name: str = ""
+
+
+@dataclass
+class ArraySpec:
+    name: str
+    bays: list[int]
+    spares: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LogicalDriveSpec:
+    lun: int
+    array: str
+    raid: str
+    size_bytes: int | None = None  # None: the rest of the array
+    name: str = ""
+    stripe_kib: int | None = None
+
+
+def _default_drives() -> list[int]:
+    return [36 * GIB] * 10 + [0] * 4
+
+
+@dataclass
+class ShelfSpec:
+    """What a new shelf is built from (the TOML config's [shelf] section).
+
+    `drive_bytes` gives each bay's drive size (0: empty bay). The layout is either the old
+    simple `luns` (one single-drive RAID 0 array per bay used) or `arrays` +
+    `logical_drives`; with neither, the default showcase shelf (see `default_layout`).
+    """
+
+    serial: str = "E03KMN5W2T"
+    drive_bytes: list[int] = field(default_factory=_default_drives)
+    luns: list[LunSpec] = field(default_factory=list)
+    arrays: list[ArraySpec] | None = None
+    logical_drives: list[LogicalDriveSpec] | None = None
+    product: str = "MSA500"
+    firmware: str = "2.10"
+    rebuild_priority: str = "high"
+
+    def layout(self) -> tuple[list[ArraySpec], list[LogicalDriveSpec]]:
+        if self.luns:
+            arrays: list[ArraySpec] = []
+            by_bay: dict[int, str] = {}
+            for spec in sorted(self.luns, key=lambda s: s.bay):
+                if spec.bay not in by_bay:
+                    by_bay[spec.bay] = chr(ord("A") + len(arrays))
+                    arrays.append(ArraySpec(by_bay[spec.bay], [spec.bay]))
+            lds = [
+                LogicalDriveSpec(s.lun, by_bay[s.bay], "0", s.size_bytes, s.name or f"Logical Drive {s.lun}")
+                for s in self.luns
+            ]
+            return arrays, lds
+        if self.arrays is None:
+            return default_layout()
+        return list(self.arrays), list(self.logical_drives or [])
+
+    def validate(self) -> None:
+        if len(self.drive_bytes) != BAY_COUNT:
+            raise ShelfError(f"the shelf has {BAY_COUNT} bays, {len(self.drive_bytes)} drive sizes given")
+        for bay, size in enumerate(self.drive_bytes, 1):
+            if size and (size < METADATA_BYTES + 16 * MIB or size % BLOCK_SIZE):
+                raise ShelfError(f"bay {bay}: drive size {size} too small or not a multiple of 512")
+        _plan(self)
+
+
+def default_layout() -> tuple[list[ArraySpec], list[LogicalDriveSpec]]:
+    """Bays 1-2 RAID 1 array A (LUN 1 "boot", 8 GiB), bays 3-6 RAID 5 array B (LUN 2
+    "data", 16 GiB, 64 KiB stripe), bay 7 online spare of A and B, bays 8-10 unassigned
+    drives, bays 11-14 empty."""
+    return (
+        [ArraySpec("A", [1, 2], [7]), ArraySpec("B", [3, 4, 5, 6], [7])],
+        [
+            LogicalDriveSpec(1, "A", "1", 8 * GIB, "boot"),
+            LogicalDriveSpec(2, "B", "5", 16 * GIB, "data", 64),
+        ],
+    )
+
+
+@dataclass
+class _PlannedLd:
+    spec: LogicalDriveSpec
+    level: RaidLevel
+    stripe_unit: int
+    base: int
+    num_blocks: int
+
+
+def _plan(spec: ShelfSpec) -> dict[str, list[_PlannedLd]]:
+    """Check a spec's layout and place its logical drives; raise ShelfError on any problem."""
+    arrays, lds = spec.layout()
+    used: dict[int, str] = {}
+    names: dict[str, ArraySpec] = {}
+    for a in arrays:
+        if not a.name or not a.name.isalpha() or a.name in names:
+            raise ShelfError(f"array name {a.name!r} invalid or used twice")
+        names[a.name] = a
+        if not a.bays:
+            raise ShelfError(f"array {a.name}: no bays")
+        for bay in a.bays:
+            if not 1 <= bay <= BAY_COUNT:
+                raise ShelfError(f"array {a.name}: bay {bay} outside 1..{BAY_COUNT}")
+            if not spec.drive_bytes[bay - 1]:
+                raise ShelfError(f"array {a.name}: bay {bay} has no drive")
+            if bay in used:
+                raise ShelfError(f"bay {bay} is in arrays {used[bay]} and {a.name}")
+            used[bay] = a.name
+    for a in arrays:
+        for bay in a.spares:
+            if not 1 <= bay <= BAY_COUNT or not spec.drive_bytes[bay - 1]:
+                raise ShelfError(f"array {a.name}: spare bay {bay} has no drive")
+            if bay in used:
+                raise ShelfError(f"array {a.name}: spare bay {bay} is an array member")
+    luns: set[int] = set()
+    placed: dict[str, list[_PlannedLd]] = {a.name: [] for a in arrays}
+    free: dict[str, int] = {a.name: 0 for a in arrays}
+    if len(lds) > MAX_LUNS:
+        raise ShelfError(f"{len(lds)} logical drives; at most {MAX_LUNS}")
+    for ld in lds:
+        if not 1 <= ld.lun <= MAX_LUNS:
+            raise ShelfError(f"logical drive LUN {ld.lun} outside 1..{MAX_LUNS}")
+        if ld.lun in luns:
+            raise ShelfError(f"LUN {ld.lun} defined twice")
+        luns.add(ld.lun)
+        found = names.get(ld.array)
+        if found is None:
+            raise ShelfError(f"LUN {ld.lun}: no array {ld.array!r}")
+        a = found
+        try:
+            level = _level_for(parse_raid(ld.raid), len(a.bays))
+            su = _stripe_unit(ld.stripe_kib, level, len(a.bays))
+        except ControllerError as exc:
+            raise ShelfError(f"LUN {ld.lun}: {exc}") from exc
+        member_bytes = min(spec.drive_bytes[b - 1] for b in a.bays) - METADATA_BYTES
+        room = member_bytes - free[a.name]
+        if ld.size_bytes is None:
+            size = capacity_bytes(level, len(a.bays), room, su) // BLOCK_SIZE * BLOCK_SIZE
+        else:
+            size = ld.size_bytes
+        if size < 8 * BLOCK_SIZE or size % BLOCK_SIZE:
+            raise ShelfError(f"LUN {ld.lun}: size {size} is not a whole number of blocks")
+        need = Layout(level, len(a.bays), su).per_member_bytes(size)
+        if need > room:
+            raise ShelfError(
+                f"LUN {ld.lun}: {size} bytes need {need} bytes per drive, array {a.name} has {room} left"
+            )
+        placed[a.name].append(_PlannedLd(ld, level, su, free[a.name], size // BLOCK_SIZE))
+        free[a.name] += need
+    return placed
+
+
+def _level_for(level: RaidLevel, n: int) -> RaidLevel:
+    """ACU naming: RAID 1 over more than two drives is RAID 1+0, 1+0 over two is RAID 1."""
+    if level is RaidLevel.RAID1 and n > 2:
+        level = RaidLevel.RAID10
+    elif level is RaidLevel.RAID10 and n == 2:
+        level = RaidLevel.RAID1
+    try:
+        validate_layout(level, n, 64 * KIB)
+    except ValueError as exc:
+        raise ControllerError(str(exc)) from exc
+    return level
+
+
+def _stripe_unit(stripe_kib: int | None, level: RaidLevel, n: int) -> int:
+    kib = DEFAULT_STRIPE_KIB if stripe_kib is None else stripe_kib
+    if kib not in STRIPE_KIB:
+        raise ControllerError(f"stripe size {kib} KiB not one of {', '.join(map(str, STRIPE_KIB))}")
+    return kib * KIB
+
+
+# ---------------------------------------------------------------------------- runtime
+class LdVolume:
+    """What BlockUnit sees: the logical drive's RaidVolume, with RAID errors turned into sense."""
+
+    def __init__(self, ctrl: Controller, ld: LogicalDrive) -> None:
+        self.ctrl = ctrl
+        self.ld = ld
+        self.block_size = BLOCK_SIZE
+
+    @property
+    def num_blocks(self) -> int:
+        return self.ld.cfg.num_blocks
+
+    def read(self, lba: int, count: int) -> bytes:
+        ld = self.ld
+        if ld.state is UnitState.FAILED:
+            raise unit_offline_sense()
+        try:
+            if ld.new_volume is not None and lba < ld.moved_blocks:
+                split = min(lba + count, ld.moved_blocks)
+                head = ld.new_volume.read(lba, split - lba)
+                if split == lba + count:
+                    return head
+                return head + ld.volume.read(split, lba + count - split)
+            return ld.volume.read(lba, count)
+        except UnrecoverableRead as exc:
+            self.ctrl._media_error(ld, exc.lba)
+            raise unrecovered_read(exc.lba) from None
+        except (VolumeFailed, DriveError):
+            self.ctrl._io_failed(ld)
+            raise unit_failed_sense() from None
+
+    def write(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        ld = self.ld
+        if ld.state is UnitState.FAILED:
+            raise unit_offline_sense()
+        try:
+            if ld.new_volume is not None and lba < ld.moved_blocks:
+                count = len(data) // BLOCK_SIZE
+                split = min(lba + count, ld.moved_blocks)
+                mv = memoryview(data)
+                ld.new_volume.write(lba, mv[: (split - lba) * BLOCK_SIZE])
+                if split < lba + count:
+                    ld.volume.write(split, mv[(split - lba) * BLOCK_SIZE :])
+            else:
+                ld.volume.write(lba, data)
+        except UnrecoverableRead as exc:
+            self.ctrl._media_error(ld, exc.lba)
+            raise unrecovered_read(exc.lba) from None
+        except (VolumeFailed, DriveError):
+            self.ctrl._io_failed(ld)
+            raise unit_failed_sense() from None
+        if self.ctrl._pending_member_errors:
+            self.ctrl._handle_member_errors()
+
+    def flush(self) -> None:
+        self.ld.volume.flush()
+        if self.ld.new_volume is not None:
+            self.ld.new_volume.flush()
+
+
+class LogicalDrive:
+    def __init__(self, cfg: LdConfig) -> None:
+        self.cfg = cfg
+        self.volume: RaidVolume = None  # type: ignore[assignment]  # set by the controller
+        self.new_volume: RaidVolume | None = None  # expansion: the new layout below moved_blocks
+        self.moved_blocks = 0
+        self.state = UnitState.OK
+        self.unit: BlockUnit | None = None
+        self.view: LdVolume | None = None
+
+    @property
+    def level(self) -> RaidLevel:
+        return RaidLevel(self.cfg.raid)
+
+    @property
+    def stripe_unit(self) -> int:
+        return self.cfg.stripe_kib * KIB
+
+    @property
+    def size_bytes(self) -> int:
+        return self.cfg.num_blocks * BLOCK_SIZE
+
+    def per_member(self, n_members: int | None = None) -> int:
+        n = n_members if n_members is not None else len(self.volume.members)
+        return Layout(self.level, n, self.stripe_unit).per_member_bytes(self.size_bytes)
+
+
+class ArrayRt:
+    def __init__(self, cfg: ArrayConfig, members: list[Drive]) -> None:
+        self.cfg = cfg
+        self.members = members  # shared by reference with every RaidVolume of the array
+        self.rebuild_pct = -1  # last 10% step reported for the current rebuild
+        self.expand_pct = -1
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+
+@dataclass
+class _MemberErr:
+    array: str
+    slot: int
+    error: DriveError
+
+
+class _Replay:
+    """The old layout of an expansion step, answering reads from the step's saved data."""
+
+    def __init__(self, old: RaidVolume, start: int, data: bytes) -> None:
+        self._old = old
+        self._start = start
+        self._data = data
+        self.block_size = old.block_size
+        self.num_blocks = old.num_blocks
+        self.base_offset = old.base_offset
+        self.stripe_unit = old.stripe_unit
+        self.layout = old.layout
+        self.per_member_bytes = old.per_member_bytes
+        self.size_bytes = old.size_bytes
+
+    def read(self, lba: int, count: int) -> bytes:
+        a = (lba - self._start) * self.block_size
+        if a < 0 or a + count * self.block_size > len(self._data):
+            return self._old.read(lba, count)
+        return self._data[a : a + count * self.block_size]
+
+
+# --------------------------------------------------------------------------- controller
+class Controller:
+    """Opens (or builds) the shelf in a state directory and serves it through `controller`.
+
+    `controller` is the ScsiTarget (LUN 0 and the logical drives); `identity` its names.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        spec: ShelfSpec | None = None,
+        clock: Clock | None = None,
+        *,
+        wall: Callable[[], float] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.spec = spec if spec is not None else ShelfSpec()
+        self.log = EventLog(self.state_dir / EVENTS_FILE, self.clock, wall or time.time, subscriber=on_event)
+        self.nvram_path = self.state_dir / NVRAM_FILE
+        self.enclosure = Enclosure(self.state_dir)
+        self.arrays: dict[str, ArrayRt] = {}
+        self.lds: dict[int, LogicalDrive] = {}
+        self.cfg: ShelfConfig
+        self.next_drive = 1
+        self._next_step = 0.0
+        self._steps_since_save = 0
+        self._pending_member_errors: list[_MemberErr] = []
+        self._closed = False
+        nvram = self._load_nvram()
+        self._open(nvram)
+        serial = self.cfg.serial
+        target_name = f"iqn.2003-04.com.hp:msa500.{serial.lower()}"
+        self.identity = TargetIdentity(
+            target_name=target_name,
+            serial=serial,
+            product=self.cfg.product,
+            revision=self.cfg.firmware,
+            port_names={p: f"{target_name},t,0x{p:04x}" for p in range(1, PORT_COUNT + 1)},
+        )
+        self.controller = ScsiTarget(self.identity, self.clock)
+        self.target = self.controller
+        self.controller.add_lun(0, ControllerUnit(serial, product=self.identity.product))
+        for lun in sorted(self.lds):
+            self._attach_unit(self.lds[lun])
+        self._refresh(quiet=True)
+        self._activate_spares()  # commits: a new generation on every drive
+        self.controller.power_on()
+        self.log.emit(EventCode.CONTROLLER_STARTED, f"MSA500 {serial} firmware {self.cfg.firmware} started")
+
+    # ============================================================ start-up
+    def _load_nvram(self) -> dict[str, Any] | None:
+        if not self.nvram_path.exists():
+            return None
+        try:
+            data = json.loads(self.nvram_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ShelfError(f"controller NVRAM {self.nvram_path} unreadable: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") not in (1, NVRAM_FORMAT):
+            raise ShelfError(f"controller NVRAM {self.nvram_path} has an unknown format")
+        return data
+
+    def _open(self, nvram: dict[str, Any] | None) -> None:
+        drives = self.enclosure.scan()
+        if nvram is not None:
+            self.next_drive = int(nvram.get("next_drive", 1))
+        candidates: list[tuple[int, int, ShelfConfig]] = []
+        if nvram is not None and nvram.get("format") == NVRAM_FORMAT:
+            try:
+                candidates.append((ShelfConfig.from_dict(nvram["config"]).generation, 1,
+                                   ShelfConfig.from_dict(nvram["config"])))
+            except (KeyError, MetadataError) as exc:
+                raise ShelfError(f"controller NVRAM {self.nvram_path}: {exc}") from exc
+        for d in drives:
+            if d.present:
+                rec = d.read_record()
+                if rec is not None and rec.config is not None:
+                    candidates.append((rec.config.generation, 0, rec.config))
+        if candidates:
+            candidates.sort(key=lambda c: (c[0], c[1]))
+            self.cfg = candidates[-1][2]
+            self._restore(nvram)
+            self.log.emit(EventCode.CONFIG_RESTORED,
+                          f"configuration generation {self.cfg.generation} restored: "
+                          f"{len(self.arrays)} arrays, {len(self.lds)} logical drives")
+        elif nvram is not None and nvram.get("format") == 1:
+            self._migrate_v1(nvram)
+        else:
+            self._build(self.spec)
+
+    def _new_serial(self) -> str:
+        taken = {d.serial for d in self.enclosure.present()} | set(self.enclosure.aside)
+        while True:
+            serial = f"3HX{self.cfg.serial[-4:].upper()}{self.next_drive:05d}"
+            self.next_drive += 1
+            if serial not in taken:
+                return serial
+
+    def _identify_blank(self, drive: Drive) -> None:
+        """Give a factory-fresh drive a serial and WWID (its vendor identity) and record it."""
+        if not drive.serial:
+            drive.serial = self._new_serial()
+        if not drive.wwid:
+            drive.wwid = naa5("drive:" + drive.serial)
+        drive.write_record(DriveRecord(drive.serial, drive.wwid, drive.size_bytes, None))
+
+    def _build(self, spec: ShelfSpec) -> None:
+        try:
+            spec.validate()
+        except ShelfError:
+            raise
+        plan = _plan(spec)
+        self.cfg = ShelfConfig(serial=spec.serial, product=spec.product, firmware=spec.firmware,
+                               rebuild_priority=RebuildPriority(spec.rebuild_priority).value)
+        for bay, size in enumerate(spec.drive_bytes, 1):
+            if size:
+                old = self.enclosure.bays.get(bay)
+                if old is not None:  # a stale image without any configuration: start over
+                    self.enclosure.discard(bay)
+                d = self.enclosure.new_drive(bay, size, "", 0)
+                self._identify_blank(d)
+        arrays, _ = spec.layout()
+        for a in arrays:
+            members = [self._bay_drive(b) for b in a.bays]
+            acfg = ArrayConfig(a.name, [d.serial for d in members], list(a.bays),
+                               min(d.data_bytes for d in members),
+                               [self._bay_drive(b).serial for b in a.spares])
+            self.cfg.arrays.append(acfg)
+            self.arrays[a.name] = ArrayRt(acfg, members)
+            for p in plan[a.name]:
+                ldc = LdConfig(p.spec.lun, p.spec.name or f"Logical Drive {p.spec.lun}", a.name,
+                               p.level.value, p.stripe_unit // KIB, p.base, p.num_blocks)
+                self.cfg.lds.append(ldc)
+                ld = LogicalDrive(ldc)
+                self.lds[ldc.lun] = ld
+                self._make_volume(ld)
+        self.log.emit(EventCode.CONFIG_CREATED,
+                      f"new shelf {spec.serial}: {len(self.arrays)} arrays, {len(self.lds)} logical drives")
+
+    def _migrate_v1(self, nvram: dict[str, Any]) -> None:
+        """The foundation's NVRAM: each LUN straight on one bay = single-drive RAID 0 arrays."""
+        luns = [LunSpec(**raw) for raw in nvram.get("luns", [])]
+        spec = ShelfSpec(serial=str(nvram["serial"]), drive_bytes=[int(x) for x in nvram["drive_bytes"]],
+                         luns=luns, product=str(nvram.get("product", "MSA500")),
+                         firmware=str(nvram.get("firmware", "2.10")))
+        plan = _plan(spec)
+        self.cfg = ShelfConfig(serial=spec.serial, product=spec.product, firmware=spec.firmware)
+        for bay, size in enumerate(spec.drive_bytes, 1):
+            d = self.enclosure.bays.get(bay)
+            if d is None and size:
+                d = self.enclosure.new_drive(bay, size, "", 0)
+            if d is not None and d.blank:
+                self._identify_blank(d)
+        arrays, _ = spec.layout()
+        for a in arrays:
+            members = [self._bay_drive(b) for b in a.bays]
+            acfg = ArrayConfig(a.name, [d.serial for d in members], list(a.bays),
+                               min(d.data_bytes for d in members))
+            self.cfg.arrays.append(acfg)
+            self.arrays[a.name] = ArrayRt(acfg, members)
+            for p in plan[a.name]:
+                ldc = LdConfig(p.spec.lun, p.spec.name, a.name, RaidLevel.RAID0.value,
+                               p.stripe_unit // KIB, p.base, p.num_blocks)
+                self.cfg.lds.append(ldc)
+                self.lds[ldc.lun] = LogicalDrive(ldc)
+                self._make_volume(self.lds[ldc.lun])
+        self.log.emit(EventCode.CONFIG_RESTORED, "foundation NVRAM migrated: one RAID 0 array per bay")
+
+    def _bay_drive(self, bay: int) -> Drive:
+        d = self.enclosure.bays.get(bay)
+        if d is None:
+            raise ShelfError(f"bay {bay} has no drive")
+        return d
+
+    def _restore(self, nvram: dict[str, Any] | None) -> None:
+        cfg = self.cfg
+        failed = set(cfg.failed)
+        faults = (nvram or {}).get("faults", {}) if nvram else {}
+        for d in self.enclosure.present():
+            if d.blank:
+                self._identify_blank(d)
+        for d in [*self.enclosure.present(), *self.enclosure.aside.values()]:
+            d.failed = d.serial in failed
+            f = faults.get(d.serial)
+            if f:
+                d.latency_ms = float(f.get("latency_ms", 0.0))
+                d.predictive = bool(f.get("predictive", False))
+                for off, length in f.get("media_errors", []):
+                    d.add_media_error(int(off), int(length))
+        if nvram is not None:
+            env = nvram.get("enclosure", {})
+            self.enclosure.psus = [ComponentState(s) for s in env.get("psus", ["ok"] * PSU_COUNT)]
+            self.enclosure.fans = [ComponentState(s) for s in env.get("fans", ["ok"] * FAN_COUNT)]
+            self.enclosure.temperature_c = float(env.get("temperature_c", self.enclosure.temperature_c))
+        for acfg in cfg.arrays:
+            members: list[Drive] = []
+            for i, serial in enumerate(acfg.members):
+                found = self.enclosure.find(serial)
+                if found is not None:
+                    d = found
+                else:  # gone for good: a placeholder keeps the slot failed
+                    d = Drive(self.state_dir / f"absent-{serial}.img", serial, naa5("drive:" + serial),
+                              acfg.member_bytes + METADATA_BYTES)
+                    d.blank = False
+                if serial in cfg.rebuilding:
+                    d.member_state = MemberState.REBUILDING
+                    d.rebuilt_to = cfg.rebuilding[serial]
+                if d.bay is not None and d.bay != acfg.home_bays[i]:
+                    self.log.emit(EventCode.DRIVE_MOVED,
+                                  f"drive {serial} of array {acfg.name} found in bay {d.bay} "
+                                  f"(was bay {acfg.home_bays[i]})", bay=d.bay, array=acfg.name)
+                    acfg.home_bays[i] = d.bay
+                members.append(d)
+            self.arrays[acfg.name] = ArrayRt(acfg, members)
+        for ldc in cfg.lds:
+            ld = LogicalDrive(ldc)
+            self.lds[ldc.lun] = ld
+            self._make_volume(ld)
+        for arr in self.arrays.values():
+            if arr.cfg.expand is not None:
+                self._resume_expand(arr)
+
+    # ============================================================ volumes and units
+    def _make_volume(self, ld: LogicalDrive) -> None:
+        arr = self.arrays[ld.cfg.array]
+        exp = arr.cfg.expand
+        members = arr.members
+        ld.new_volume = None
+        ld.moved_blocks = 0
+        if exp is not None:
+            el = next((x for x in exp.lds if x.lun == ld.cfg.lun), None)
+            if el is not None and not el.done:
+                old = members[: exp.old_count]
+                ld.volume = self._raid(arr, RaidLevel(el.old_raid), old, ld, el.old_base)
+                if el.watermark > 0:
+                    ld.new_volume = self._raid(arr, RaidLevel(el.new_raid), members, ld, el.new_base)
+                    ld.moved_blocks = el.watermark // BLOCK_SIZE
+                return
+        ld.volume = self._raid(arr, ld.level, members, ld, ld.cfg.base_offset)
+
+    def _raid(self, arr: ArrayRt, level: RaidLevel, members: list[Drive], ld: LogicalDrive,
+              base: int) -> RaidVolume:
+        name = arr.name
+
+        def on_error(slot: int, err: DriveError) -> None:
+            self._pending_member_errors.append(_MemberErr(name, slot, err))
+
+        return RaidVolume(level, members, ld.stripe_unit, ld.cfg.num_blocks,  # type: ignore[arg-type]
+                          BLOCK_SIZE, base, on_member_error=on_error)
+
+    def _attach_unit(self, ld: LogicalDrive) -> None:
+        ld.view = LdVolume(self, ld)
+        serial = self.cfg.serial
+        ld.unit = BlockUnit(ld.view, ld.cfg.name or f"Logical Drive {ld.cfg.lun}",
+                            f"{serial}L{ld.cfg.lun:02d}", cache_bytes=CACHE_BYTES)
+        self.controller.add_lun(ld.cfg.lun, ld.unit)
+
+    # ============================================================ states
+    def _ld_state(self, ld: LogicalDrive, arr: ArrayRt) -> UnitState:
+        if ld.cfg.failed:
+            return UnitState.FAILED
+        vols = [ld.volume] + ([ld.new_volume] if ld.new_volume is not None else [])
+        st = "ok"
+        for v in vols:
+            s = v.state()
+            if s == "failed":
+                return UnitState.FAILED
+            if s == "degraded":
+                st = "degraded"
+        exp = arr.cfg.expand
+        if exp is not None:
+            # members beyond the old ones are not in the old view: count them too
+            extra = arr.members[exp.old_count :]
+            if any(d.state is not MemberState.OK for d in extra):
+                st = "degraded"
+        if st == "degraded":
+            if any(d.state is MemberState.FAILED for d in arr.members):
+                return UnitState.INTERIM_RECOVERY
+            return UnitState.REBUILDING
+        if exp is not None:
+            return UnitState.EXPANDING
+        return UnitState.OK
+
+    def _refresh(self, quiet: bool = False) -> bool:
+        """Recompute every logical drive's state; log and flag changes. True if any changed."""
+        changed = False
+        for lun in sorted(self.lds):
+            ld = self.lds[lun]
+            arr = self.arrays[ld.cfg.array]
+            new = self._ld_state(ld, arr)
+            if new is UnitState.FAILED and not ld.cfg.failed:
+                ld.cfg.failed = True
+                changed = True
+            if ld.unit is not None:
+                ld.unit.not_ready_reason = unit_offline_sense() if new is UnitState.FAILED else None
+            if new is not ld.state:
+                old = ld.state
+                ld.state = new
+                if not quiet:
+                    if new is UnitState.FAILED:
+                        self.log.emit(EventCode.UNIT_FAILED,
+                                      f"logical drive {lun} ({ld.cfg.name}) failed: too many drives of "
+                                      f"array {arr.name} lost", lun=lun, array=arr.name)
+                    else:
+                        sev = Severity.INFO if new in (UnitState.OK, UnitState.EXPANDING) else Severity.WARNING
+                        self.log.emit(EventCode.UNIT_STATUS,
+                                      f"logical drive {lun} status {old.value} -> {new.value}",
+                                      lun=lun, array=arr.name, severity=sev)
+                changed = True
+        return changed
+
+    # ============================================================ persistence
+    def _snapshot(self) -> ShelfConfig:
+        cfg = self.cfg
+        cfg.rebuilding = {}
+        failed: set[str] = set()
+        for arr in self.arrays.values():
+            for d in arr.members:
+                if d.member_state is MemberState.REBUILDING and not d.failed:
+                    cfg.rebuilding[d.serial] = d.rebuilt_to
+        for d in [*self.enclosure.present(), *self.enclosure.aside.values()]:
+            if d.failed:
+                failed.add(d.serial)
+        for arr in self.arrays.values():
+            for d in arr.members:
+                if d.failed:
+                    failed.add(d.serial)
+        cfg.failed = sorted(failed)
+        return cfg
+
+    def _commit(self) -> None:
+        """A configuration change: new generation on every working drive and in NVRAM."""
+        cfg = self._snapshot()
+        cfg.generation += 1
+        for d in self.enclosure.present():
+            if not d.failed:
+                d.write_record(DriveRecord(d.serial, d.wwid, d.size_bytes, cfg))
+        self._save_nvram()
+
+    def _save_nvram(self) -> None:
+        cfg = self._snapshot()
+        faults: dict[str, Any] = {}
+        for d in [*self.enclosure.present(), *self.enclosure.aside.values()]:
+            if d.media_errors or d.latency_ms or d.predictive:
+                faults[d.serial] = {
+                    "media_errors": [[e.offset, e.length] for e in d.media_errors],
+                    "latency_ms": d.latency_ms,
+                    "predictive": d.predictive,
+                }
+        data = {
+            "format": NVRAM_FORMAT,
+            "serial": cfg.serial,
+            "product": cfg.product,
+            "firmware": cfg.firmware,
+            "next_drive": self.next_drive,
+            "enclosure": {
+                "psus": [s.value for s in self.enclosure.psus],
+                "fans": [s.value for s in self.enclosure.fans],
+                "temperature_c": self.enclosure.temperature_c,
+            },
+            "faults": faults,
+            "config": cfg.to_dict(),
+        }
+        tmp = self.nvram_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, self.nvram_path)
+
+    # ============================================================ drive events
+    def _array_of(self, drive: Drive) -> tuple[ArrayRt, int] | None:
+        for arr in self.arrays.values():
+            for i, d in enumerate(arr.members):
+                if d is drive or (d.serial == drive.serial and drive.serial):
+                    return arr, i
+        return None
+
+    def _spare_arrays(self, serial: str) -> list[str]:
+        return [a.name for a in self.arrays.values() if serial in a.cfg.spares]
+
+    def _drive_lost(self, drive: Drive) -> None:
+        """A drive failed or was pulled: degrade, fail or activate a spare."""
+        hit = self._array_of(drive)
+        if hit is not None:
+            arr = hit[0]
+            if drive.member_state is MemberState.REBUILDING:
+                self.log.emit(EventCode.REBUILD_ABORTED,
+                              f"rebuild of array {arr.name} onto drive {drive.serial} stopped: the drive is gone",
+                              array=arr.name, bay=drive.bay)
+                drive.member_state = MemberState.OK
+                drive.rebuilt_to = 0
+        self._refresh()
+        self._activate_spares()
+
+    def _handle_member_errors(self) -> None:
+        """Members that failed a write during host I/O: mark them failed (Smart Array does)."""
+        errs, self._pending_member_errors = self._pending_member_errors, []
+        for e in errs:
+            arr = self.arrays.get(e.array)
+            if arr is None or e.slot >= len(arr.members):
+                continue
+            d = arr.members[e.slot]
+            if d.present and not d.failed:
+                d.failed = True
+                self.log.emit(EventCode.DRIVE_FAILED,
+                              f"drive {d.serial} in bay {d.bay} failed a write ({e.error.why})",
+                              bay=d.bay, array=arr.name)
+                self._drive_lost(d)
+        self._commit()
+
+    def _io_failed(self, ld: LogicalDrive) -> None:
+        if self._pending_member_errors:
+            self._handle_member_errors()
+        if self._refresh():
+            self._commit()
+
+    def _media_error(self, ld: LogicalDrive, lba: int) -> None:
+        self.log.emit(EventCode.DRIVE_MEDIA_ERROR,
+                      f"logical drive {ld.cfg.lun}: unrecoverable read error at LBA {lba}",
+                      lun=ld.cfg.lun, array=ld.cfg.array)
+        if self._pending_member_errors:
+            self._handle_member_errors()
+
+    def _usable_spare(self, arr: ArrayRt) -> Drive | None:
+        in_use = {d.serial for a in self.arrays.values() for d in a.members}
+        for serial in arr.cfg.spares:
+            d = self.enclosure.find(serial)
+            if (d is not None and d.present and not d.failed and serial not in in_use
+                    and d.data_bytes >= arr.cfg.member_bytes):
+                return d
+        return None
+
+    def _activate_spares(self) -> None:
+        for arr in self.arrays.values():
+            if arr.cfg.expand is not None:
+                continue  # Smart Array finishes the expansion first
+            for slot, d in enumerate(arr.members):
+                if d.state is not MemberState.FAILED:
+                    continue
+                lds = [ld for ld in self.lds.values() if ld.cfg.array == arr.name and not ld.cfg.failed]
+                if not any(ld.level is not RaidLevel.RAID0 for ld in lds):
+                    continue  # nothing that a rebuild could save
+                spare = self._usable_spare(arr)
+                if spare is None:
+                    continue
+                arr.members[slot] = spare
+                arr.cfg.members[slot] = spare.serial
+                spare.member_state = MemberState.REBUILDING
+                spare.rebuilt_to = 0
+                arr.rebuild_pct = -1
+                self.log.emit(EventCode.SPARE_ACTIVATED,
+                              f"spare {spare.serial} in bay {spare.bay} replaces drive {d.serial} "
+                              f"(bay {arr.cfg.home_bays[slot]}) in array {arr.name}",
+                              bay=spare.bay, array=arr.name)
+                self._remake(arr)
+                self._rebuild_started(arr, spare)
+        self._refresh()
+        self._commit()
+
+    def _remake(self, arr: ArrayRt) -> None:
+        """New RaidVolumes after a member slot changed hands."""
+        for ld in self._extents(arr):
+            self._make_volume(ld)
+
+    def _rebuild_started(self, arr: ArrayRt, drive: Drive) -> None:
+        arr.rebuild_pct = 0
+        self.log.emit(EventCode.REBUILD_STARTED,
+                      f"array {arr.name}: rebuilding onto drive {drive.serial} in bay {drive.bay}",
+                      bay=drive.bay, array=arr.name)
+        if self._next_step < self.clock.now():
+            self._next_step = self.clock.now()
+
+    def _drive_arrived(self, drive: Drive, blank: bool) -> None:
+        """A drive was inserted: rebuild onto it, take it back, or leave it unassigned."""
+        bay = drive.bay
+        assert bay is not None
+        if blank:
+            self._identify_blank(drive)
+            for arr in self.arrays.values():
+                if arr.cfg.expand is not None:
+                    continue
+                for slot, d in enumerate(arr.members):
+                    if arr.cfg.home_bays[slot] != bay:
+                        continue
+                    spare_held = d.bay != bay and d.serial in arr.cfg.spares and d.state is not MemberState.FAILED
+                    if d.state is MemberState.FAILED or spare_held:
+                        if drive.data_bytes < arr.cfg.member_bytes:
+                            return
+                        arr.members[slot] = drive
+                        arr.cfg.members[slot] = drive.serial
+                        drive.member_state = MemberState.REBUILDING
+                        drive.rebuilt_to = 0
+                        arr.rebuild_pct = -1
+                        if spare_held:
+                            d.member_state = MemberState.OK
+                            d.rebuilt_to = 0
+                            self.log.emit(EventCode.SPARE_RELEASED,
+                                          f"spare {d.serial} in bay {d.bay} returns to standby: "
+                                          f"bay {bay} was replaced", bay=d.bay, array=arr.name)
+                        self._remake(arr)
+                        self._rebuild_started(arr, drive)
+                        return
+            return
+        hit = self._array_of(drive)
+        if hit is not None:
+            arr, slot = hit
+            arr.members[slot] = drive
+            arr.cfg.home_bays[slot] = bay
+            self._remake(arr)
+            if drive.failed:
+                return
+            lds = [ld for ld in self.lds.values() if ld.cfg.array == arr.name]
+            redundant = [ld for ld in lds if not ld.cfg.failed and ld.level is not RaidLevel.RAID0]
+            if redundant:
+                drive.member_state = MemberState.REBUILDING  # written meanwhile: bring it up to date
+                drive.rebuilt_to = 0
+                arr.rebuild_pct = -1
+                self._rebuild_started(arr, drive)
+            else:
+                drive.member_state = MemberState.OK
+                drive.rebuilt_to = 0
+                for ld in lds:  # the drive came back: re-enable what it took down
+                    if ld.cfg.failed:
+                        self._make_volume(ld)
+                        if ld.volume.state() != "failed":
+                            ld.cfg.failed = False
+                            self.log.emit(EventCode.UNIT_STATUS,
+                                          f"logical drive {ld.cfg.lun} re-enabled: drive {drive.serial} is back",
+                                          lun=ld.cfg.lun, array=arr.name, severity=Severity.INFO)
+
+    # ============================================================ background work
+    def next_deadline(self) -> float | None:
+        """When `advance` next has work to do (None: nothing pending)."""
+        if self._closed or not self._has_work():
+            return None
+        return self._next_step
+
+    def _has_work(self) -> bool:
+        for arr in self.arrays.values():
+            if arr.cfg.expand is not None or self._rebuilding_slot(arr) is not None:
+                return True
+        return False
+
+    @staticmethod
+    def _rebuilding_slot(arr: ArrayRt) -> int | None:
+        """The member being rebuilt (one at a time; none while the array expands)."""
+        if arr.cfg.expand is not None:
+            return None
+        for slot, d in enumerate(arr.members):
+            if d.member_state is MemberState.REBUILDING and d.state is MemberState.REBUILDING:
+                return slot
+        return None
+
+    def advance(self, now: float) -> None:
+        """Run the background steps due by `now` (a bounded amount of work per call)."""
+        if self._closed:
+            return
+        chunk, interval, max_steps = PACE[RebuildPriority(self.cfg.rebuild_priority)]
+        steps = 0
+        while steps < max_steps and now >= self._next_step and self._has_work():
+            self._step(chunk)
+            steps += 1
+            self._next_step = now + interval
+        if steps and self._steps_since_save >= 16:
+            self._save_nvram()
+            self._steps_since_save = 0
+
+    def _step(self, chunk: int) -> None:
+        for arr in self.arrays.values():
+            slot = self._rebuilding_slot(arr)
+            if slot is not None:
+                self._rebuild_step(arr, slot, arr.members[slot], chunk)
+                return
+        for arr in self.arrays.values():
+            if arr.cfg.expand is not None:
+                self._expand_step(arr, chunk)
+                return
+
+    def _extents(self, arr: ArrayRt) -> list[LogicalDrive]:
+        return sorted((ld for ld in self.lds.values() if ld.cfg.array == arr.name),
+                      key=lambda ld: ld.cfg.base_offset)
+
+    def _rebuild_step(self, arr: ArrayRt, slot: int, drive: Drive, chunk: int) -> None:
+        pos = drive.rebuilt_to
+        lds = self._extents(arr)
+        end = max((ld.cfg.base_offset + ld.volume.per_member_bytes for ld in lds), default=0)
+        target: LogicalDrive | None = None
+        for ld in lds:
+            if ld.cfg.base_offset + ld.volume.per_member_bytes > pos:
+                target = ld
+                break
+        if target is None:
+            self._rebuild_done(arr, drive)
+            return
+        base = target.cfg.base_offset
+        if pos < base:
+            pos = base  # free space between extents: nothing to rebuild
+        stop = base + target.volume.per_member_bytes
+        n = min(chunk, stop - pos)
+        if target.cfg.failed or target.level is RaidLevel.RAID0:
+            n = stop - pos  # its data is gone anyway
+        else:
+            others = [d for i, d in enumerate(arr.members) if i != slot and d.state is not MemberState.FAILED]
+            try:
+                if not any(d.has_data(pos, n) for d in others):
+                    drive.discard(pos, n)  # all holes: the rebuilt content is zeros
+                else:
+                    target.volume.rebuild_region(slot, pos - base, n)
+            except UnrecoverableRead as exc:
+                self.log.emit(EventCode.DRIVE_MEDIA_ERROR,
+                              f"array {arr.name}: rebuild could not recover LBA {exc.lba} of logical drive "
+                              f"{target.cfg.lun}; the block is lost", lun=target.cfg.lun, array=arr.name)
+            except VolumeFailed:
+                self._refresh()
+                n = stop - pos
+            except DriveError as exc:
+                # the drive being rebuilt failed a write: it is failed
+                drive.failed = True
+                self.log.emit(EventCode.DRIVE_FAILED, f"drive {drive.serial} failed during rebuild ({exc.why})",
+                              bay=drive.bay, array=arr.name)
+                self._drive_lost(drive)
+                return
+        drive.rebuilt_to = pos + n
+        self._steps_since_save += 1
+        pct = min(99, drive.rebuilt_to * 100 // max(1, end)) // 10 * 10
+        if pct > arr.rebuild_pct and drive.rebuilt_to < end:
+            if arr.rebuild_pct >= 0 and pct > 0:
+                self.log.emit(EventCode.REBUILD_PROGRESS,
+                              f"array {arr.name}: rebuild of drive {drive.serial} {pct}% done",
+                              bay=drive.bay, array=arr.name)
+            arr.rebuild_pct = pct
+        if drive.rebuilt_to >= end:
+            self._rebuild_done(arr, drive)
+
+    def _rebuild_done(self, arr: ArrayRt, drive: Drive) -> None:
+        drive.member_state = MemberState.OK
+        drive.rebuilt_to = 0
+        arr.rebuild_pct = -1
+        self.log.emit(EventCode.REBUILD_DONE, f"array {arr.name}: rebuild of drive {drive.serial} in bay "
+                      f"{drive.bay} complete", bay=drive.bay, array=arr.name)
+        self._refresh()
+        self._activate_spares()  # commits
+
+    def rebuild_progress(self, arr: ArrayRt) -> int | None:
+        slot = self._rebuilding_slot(arr)
+        if slot is None:
+            return None
+        return min(99, arr.members[slot].rebuilt_to * 100 // max(1, self._array_end(arr.name)))
+
+    # ------------------------------------------------------------------ expansion
+    def _resume_expand(self, arr: ArrayRt) -> None:
+        """After a restart: replay the step that was under way when the emulator stopped."""
+        path = self.state_dir / JOURNAL_FILE
+        if not path.exists():
+            return
+        raw = path.read_bytes()
+        path.unlink()
+        if len(raw) < 24:
+            return
+        name_b, lun, start, end = struct.unpack_from(">4sIQQ", raw)
+        if name_b.rstrip(b"\0").decode() != arr.name or arr.cfg.expand is None:
+            return
+        el = next((x for x in arr.cfg.expand.lds if x.lun == lun and not x.done), None)
+        if el is None or el.watermark != start * BLOCK_SIZE:
+            return
+        data = raw[28:]
+        if len(data) != (end - start) * BLOCK_SIZE:
+            return
+        ld = self.lds[lun]
+        self._make_volume(ld)
+        new = self._raid(arr, RaidLevel(el.new_raid), arr.members, ld, el.new_base)
+        restripe(cast(RaidVolume, _Replay(ld.volume, start, data)), new, start, end - start)
+        el.watermark = end * BLOCK_SIZE
+        self._make_volume(ld)
+
+    def _expand_step(self, arr: ArrayRt, chunk: int) -> None:
+        exp = arr.cfg.expand
+        assert exp is not None
+        el = next((x for x in exp.lds if not x.done), None)
+        if el is None:
+            self._expand_done(arr)
+            return
+        ld = self.lds[el.lun]
+        if ld.cfg.failed:
+            self.log.emit(EventCode.UNIT_STATUS,
+                          f"logical drive {ld.cfg.lun} failed during expansion; its data is not moved",
+                          lun=ld.cfg.lun, array=arr.name, severity=Severity.CRITICAL)
+            el.done = True
+            ld.cfg.base_offset = el.new_base
+            ld.cfg.raid = el.new_raid
+            self._make_volume(ld)
+            self._save_nvram()
+            return
+        old = ld.volume
+        new = ld.new_volume or self._raid(arr, RaidLevel(el.new_raid), arr.members, ld, el.new_base)
+        start = el.watermark // BLOCK_SIZE
+        total = ld.cfg.num_blocks
+        want = max(chunk // BLOCK_SIZE, 1)
+        while True:
+            try:
+                data_end = self._restripe(arr, ld, old, new, start, want)
+                break
+            except ValueError:
+                if start + want >= total:
+                    raise
+                want *= 2
+        el.watermark = data_end * BLOCK_SIZE
+        ld.new_volume = new
+        ld.moved_blocks = data_end
+        pct = min(99, int(self._expand_fraction(arr) * 100)) // 10 * 10
+        if pct > arr.expand_pct and data_end < total:
+            if arr.expand_pct >= 0 and pct > 0:
+                self.log.emit(EventCode.EXPAND_PROGRESS, f"array {arr.name}: expansion {pct}% done",
+                              array=arr.name)
+            arr.expand_pct = pct
+        if data_end >= total:
+            el.done = True
+            ld.cfg.base_offset = el.new_base
+            ld.cfg.raid = el.new_raid
+            self._make_volume(ld)
+            if all(x.done for x in exp.lds):
+                self._expand_done(arr)
+                return
+        self._save_nvram()
+
+    def _restripe(self, arr: ArrayRt, ld: LogicalDrive, old: RaidVolume, new: RaidVolume,
+                  start: int, want: int) -> int:
+        """One expansion step, journalled: the moved data is kept in the state directory until
+        the new watermark is in NVRAM (the battery-backed cache's job on the real controller)."""
+        per = new.layout.stripe_data_bytes // BLOCK_SIZE
+        end = min(ld.cfg.num_blocks, start + max(1, want // per) * per)
+        if not restripe_safe(old, new, start, end):
+            raise ValueError("step too small to stay clear of unmoved data")
+        data = old.read(start, end - start)
+        journal = self.state_dir / JOURNAL_FILE
+        journal.write_bytes(struct.pack(">4sIQQ", arr.name.encode()[:4].ljust(4, b"\0"), ld.cfg.lun, start, end)
+                            + bytes(4) + data)
+        done = restripe(cast(RaidVolume, _Replay(old, start, data)), new, start, end - start)
+        journal.unlink()  # kept if the step did not finish: the next start replays it
+        return done
+
+    def _expand_fraction(self, arr: ArrayRt) -> float:
+        exp = arr.cfg.expand
+        if exp is None:
+            return 1.0
+        total = sum(self.lds[x.lun].size_bytes for x in exp.lds) or 1
+        done = sum(self.lds[x.lun].size_bytes if x.done else x.watermark for x in exp.lds)
+        return done / total
+
+    def _expand_done(self, arr: ArrayRt) -> None:
+        arr.cfg.expand = None
+        arr.expand_pct = -1
+        for ld in self._extents(arr):
+            self._make_volume(ld)
+        self.log.emit(EventCode.EXPAND_DONE,
+                      f"array {arr.name} now spans bays {', '.join(map(str, self._member_bays(arr)))}",
+                      array=arr.name)
+        self._refresh()
+        self._activate_spares()
+
+    # ============================================================ views
+    def _member_bays(self, arr: ArrayRt) -> list[int | None]:
+        return [d.bay for d in arr.members]
+
+    def describe(self) -> dict[str, Any]:
+        """The SHOW GLOBALS facts."""
+        enc = self.enclosure
+        present = enc.present()
+        return {
+            "product": self.identity.product,
+            "serial": self.identity.serial,
+            "firmware": self.identity.revision,
+            "target_name": self.identity.target_name,
+            "cache_bytes": CACHE_BYTES,
+            "bays": BAY_COUNT,
+            "ports": PORT_COUNT,
+            "drives": len(present),
+            "arrays": len(self.arrays),
+            "logical_drive_count": len(self.lds),
+            "temperature_c": enc.temperature_c,
+            "power_supplies": [s.value for s in enc.psus],
+            "fans": [s.value for s in enc.fans],
+            "rebuild_priority": self.cfg.rebuild_priority,
+            "generation": self.cfg.generation,
+            "logical_drives": [
+                {"lun": lun, "blocks": ld.cfg.num_blocks, "block_size": BLOCK_SIZE,
+                 "bytes": ld.size_bytes, "state": ld.state.value}
+                for lun, ld in sorted(self.lds.items())
+            ],
+            "state_dir": str(self.state_dir),
+        }
+
+    def _role(self, d: Drive) -> tuple[str, str | None]:
+        hit = self._array_of(d)
+        if hit is not None:
+            return "member", hit[0].name
+        spares = self._spare_arrays(d.serial)
+        if spares:
+            return "spare", ",".join(spares)
+        return "unassigned", None
+
+    def _drive_state(self, d: Drive, role: str) -> DriveState:
+        if d.failed:
+            return DriveState.FAILED
+        if not d.present:
+            return DriveState.MISSING
+        if d.member_state is MemberState.REBUILDING and role == "member":
+            return DriveState.REBUILDING
+        if d.predictive:
+            return DriveState.PREDICTIVE
+        if role == "spare":
+            return DriveState.SPARE
+        return DriveState.OK
+
+    def disks(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        missing: dict[int, Drive] = {}
+        for arr in self.arrays.values():
+            for i, d in enumerate(arr.members):
+                if not d.present:
+                    missing.setdefault(arr.cfg.home_bays[i], d)
+        for bay in range(1, BAY_COUNT + 1):
+            found = self.enclosure.bays[bay] or missing.get(bay)
+            if found is None:
+                out.append({"bay": bay, "state": "empty"})
+                continue
+            d = found
+            role, array = self._role(d)
+            out.append({
+                "bay": bay,
+                "state": self._drive_state(d, role).value,
+                "size_bytes": d.size_bytes,
+                "serial": d.serial,
+                "wwid": f"{d.wwid:016x}",
+                "role": role,
+                "array": array,
+                "media_errors": [
+                    {"lba": e.offset // BLOCK_SIZE, "count": e.length // BLOCK_SIZE} for e in d.media_errors
+                ],
+                "latency_ms": d.latency_ms,
+                "rebuild_percent": (min(99, d.rebuilt_to * 100 // max(1, self._array_end(array)))
+                                    if role == "member" and array and d.member_state is MemberState.REBUILDING
+                                    else None),
+            })
+        return out
+
+    def _array_end(self, name: str) -> int:
+        arr = self.arrays.get(name)
+        if arr is None:
+            return 1
+        return max((ld.cfg.base_offset + ld.volume.per_member_bytes for ld in self._extents(arr)), default=1)
+
+    def units(self) -> list[dict[str, Any]]:
+        out = []
+        for lun in sorted(self.lds):
+            ld = self.lds[lun]
+            arr = self.arrays[ld.cfg.array]
+            rebuild = self.rebuild_progress(arr)
+            expand = (min(99, int(self._expand_fraction(arr) * 100)) if arr.cfg.expand is not None else None)
+            out.append({
+                "lun": lun,
+                "name": ld.cfg.name,
+                "array": arr.name,
+                "raid": raid_label(ld.level),
+                "stripe_kib": ld.cfg.stripe_kib,
+                "size_bytes": ld.size_bytes,
+                "blocks": ld.cfg.num_blocks,
+                "block_size": BLOCK_SIZE,
+                "state": ld.state.value,
+                "rebuild_percent": rebuild if ld.state is UnitState.REBUILDING else None,
+                "expand_percent": expand,
+                "fault_tolerance": 0 if ld.state is UnitState.FAILED else ld.volume.fault_tolerance(),
+                "bays": self._member_bays(arr),
+                "spares": [self._spare_bay(s) for s in arr.cfg.spares],
+                "base_offset": ld.cfg.base_offset,
+            })
+        return out
+
+    def _spare_bay(self, serial: str) -> int | None:
+        d = self.enclosure.find(serial)
+        return d.bay if d is not None else None
+
+    def spares(self) -> list[dict[str, Any]]:
+        out = []
+        serials: list[str] = []
+        for arr in self.arrays.values():
+            for s in arr.cfg.spares:
+                if s not in serials:
+                    serials.append(s)
+        in_use = {d.serial: a.name for a in self.arrays.values() for d in a.members}
+        for s in serials:
+            d = self.enclosure.find(s)
+            out.append({
+                "serial": s,
+                "bay": d.bay if d is not None else None,
+                "arrays": self._spare_arrays(s),
+                "luns": sorted(ld.cfg.lun for ld in self.lds.values() if s in self.arrays[ld.cfg.array].cfg.spares),
+                "state": ("missing" if d is None or not d.present else "failed" if d.failed
+                          else "active" if s in in_use else "standby"),
+                "replacing_in": in_use.get(s),
+            })
+        return out
+
+    def events(self, since_id: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.log.events(since_id, limit)
+
+    # ============================================================ operations
+    def _ld(self, lun: int) -> LogicalDrive:
+        if not isinstance(lun, int) or lun not in self.lds:
+            raise ControllerError(f"no logical drive with LUN {lun}")
+        return self.lds[lun]
+
+    def _bays_drives(self, bays: list[int], what: str) -> list[Drive]:
+        if not bays:
+            raise ControllerError(f"{what}: no bays given")
+        if len(set(bays)) != len(bays):
+            raise ControllerError(f"{what}: a bay is named twice")
+        out = []
+        for bay in bays:
+            if not isinstance(bay, int) or not 1 <= bay <= BAY_COUNT:
+                raise ControllerError(f"{what}: bay {bay} outside 1..{BAY_COUNT}")
+            d = self.enclosure.bays[bay]
+            if d is None:
+                raise ControllerError(f"{what}: bay {bay} is empty")
+            if d.failed:
+                raise ControllerError(f"{what}: the drive in bay {bay} has failed")
+            out.append(d)
+        return out
+
+    def _unassigned(self, drives: list[Drive], what: str, spares_ok: bool = False) -> None:
+        for d in drives:
+            role, array = self._role(d)
+            if role == "member" or (role == "spare" and not spares_ok):
+                raise ControllerError(f"{what}: the drive in bay {d.bay} is already a {role} of array {array}")
+
+    def _next_array_name(self) -> str:
+        for i in range(26):
+            name = chr(ord("A") + i)
+            if name not in self.arrays:
+                return name
+        raise ControllerError("no array name left (A-Z all in use)")
+
+    def _free_extent(self, arr: ArrayRt) -> list[tuple[int, int]]:
+        """Free (start, length) runs of each member's data area, in order."""
+        runs = []
+        pos = 0
+        for ld in self._extents(arr):
+            if ld.cfg.base_offset > pos:
+                runs.append((pos, ld.cfg.base_offset - pos))
+            pos = max(pos, ld.cfg.base_offset + ld.volume.per_member_bytes)
+        if arr.cfg.member_bytes > pos:
+            runs.append((pos, arr.cfg.member_bytes - pos))
+        return runs
+
+    def _zero(self, arr: ArrayRt, start: int, length: int) -> None:
+        """Zero a member range on every working member: data and parity consistent (all zero)."""
+        for d in arr.members:
+            if d.present and not d.failed and length > 0:
+                d.discard(start, length)
+
+    def add_unit(self, lun: int, bays: list[int] | None = None, raid: str | int = "5",
+                 stripe_kib: int | None = None, size_bytes: int | None = None,
+                 name: str | None = None, array: str | None = None) -> dict[str, Any]:
+        """Create logical drive `lun`: on a new array of unassigned `bays`, or on the free space
+        of an existing array (`array` given, or `bays` equal to its members)."""
+        if not isinstance(lun, int) or not 1 <= lun <= MAX_LUNS:
+            raise ControllerError(f"LUN {lun} outside 1..{MAX_LUNS}")
+        if lun in self.lds:
+            raise ControllerError(f"LUN {lun} is already in use")
+        if len(self.lds) >= MAX_LUNS:
+            raise ControllerError(f"the controller already has {MAX_LUNS} logical drives")
+        level = parse_raid(raid)
+        if name is not None and (len(name) > 64 or not name.isprintable()):
+            raise ControllerError("name: at most 64 printable characters")
+        arr: ArrayRt | None = None
+        if array is not None:
+            arr = self.arrays.get(str(array).upper())
+            if arr is None:
+                raise ControllerError(f"no array {array}")
+            if bays and sorted(bays) != sorted(b for b in self._member_bays(arr) if b is not None):
+                raise ControllerError(f"bays {bays} are not the members of array {arr.name}")
+        elif bays:
+            for a in self.arrays.values():
+                if sorted(bays) == sorted(b for b in self._member_bays(a) if b is not None):
+                    arr = a
+                    break
+        new_drives: list[Drive] = []
+        if arr is None:
+            new_drives = self._bays_drives(list(bays or []), "add unit")
+            self._unassigned(new_drives, "add unit")
+            n = len(new_drives)
+        else:
+            if arr.cfg.expand is not None:
+                raise ControllerError(f"array {arr.name} is expanding; wait until it completes")
+            n = len(arr.members)
+        level = _level_for(level, n)
+        su = _stripe_unit(stripe_kib, level, n)
+        if arr is None:
+            member_bytes = min(d.data_bytes for d in new_drives)
+            runs = [(0, member_bytes)]
+        else:
+            member_bytes = arr.cfg.member_bytes
+            runs = self._free_extent(arr)
+        layout = Layout(level, n, su)
+        if size_bytes is None:
+            if not runs:
+                raise ControllerError(f"array {arr.name if arr else '?'} has no free space")
+            start, room = max(runs, key=lambda r: r[1])
+            size = capacity_bytes(level, n, room, su) // BLOCK_SIZE * BLOCK_SIZE
+            if size < 8 * BLOCK_SIZE:
+                raise ControllerError("not enough free space for a logical drive")
+        else:
+            if not isinstance(size_bytes, int) or size_bytes < 8 * BLOCK_SIZE or size_bytes % BLOCK_SIZE:
+                raise ControllerError(f"size {size_bytes}: a whole number of 512-byte blocks, at least 4 KiB")
+            size = size_bytes
+            need = layout.per_member_bytes(size)
+            fit = [r for r in runs if r[1] >= need]
+            if not fit:
+                most = max((capacity_bytes(level, n, r[1], su) for r in runs), default=0)
+                raise ControllerError(f"{size} bytes do not fit: at most {most} bytes free at RAID "
+                                      f"{raid_label(level)}")
+            start = fit[0][0]
+        if arr is None:
+            aname = self._next_array_name()
+            acfg = ArrayConfig(aname, [d.serial for d in new_drives], [d.bay or 0 for d in new_drives],
+                               member_bytes)
+            self.cfg.arrays.append(acfg)
+            arr = ArrayRt(acfg, new_drives)
+            self.arrays[aname] = arr
+            for d in new_drives:
+                d.member_state = MemberState.OK
+                d.rebuilt_to = 0
+        ldc = LdConfig(lun, name or f"Logical Drive {lun}", arr.name, level.value, su // KIB, start,
+                       size // BLOCK_SIZE)
+        ld = LogicalDrive(ldc)
+        self.cfg.lds.append(ldc)
+        self.lds[lun] = ld
+        self._make_volume(ld)
+        self._zero(arr, start, ld.volume.per_member_bytes)
+        self._attach_unit(ld)
+        self.log.emit(EventCode.UNIT_CREATED,
+                      f"logical drive {lun} ({ldc.name}): RAID {raid_label(level)}, {size} bytes, stripe "
+                      f"{ldc.stripe_kib} KiB on array {arr.name}", lun=lun, array=arr.name)
+        self._refresh(quiet=True)
+        self._commit()
+        return next(u for u in self.units() if u["lun"] == lun)
+
+    def delete_unit(self, lun: int) -> None:
+        ld = self._ld(lun)
+        arr = self.arrays[ld.cfg.array]
+        if arr.cfg.expand is not None:
+            raise ControllerError(f"array {arr.name} is expanding; wait until it completes")
+        self.controller.remove_lun(lun)
+        del self.lds[lun]
+        self.cfg.lds = [x for x in self.cfg.lds if x.lun != lun]
+        self.log.emit(EventCode.UNIT_DELETED, f"logical drive {lun} ({ld.cfg.name}) deleted",
+                      lun=lun, array=arr.name)
+        if not any(x.cfg.array == arr.name for x in self.lds.values()):
+            for d in arr.members:
+                d.member_state = MemberState.OK
+                d.rebuilt_to = 0
+            del self.arrays[arr.name]
+            self.cfg.arrays = [a for a in self.cfg.arrays if a.name != arr.name]
+            self.log.emit(EventCode.CONFIG_CHANGED, f"array {arr.name} deleted with its last logical drive",
+                          array=arr.name)
+        self._commit()
+
+    def add_spare(self, lun: int, bays: list[int]) -> None:
+        """Assign the drives in `bays` as online spares of the array that holds `lun`."""
+        arr = self.arrays[self._ld(lun).cfg.array]
+        drives = self._bays_drives(bays, "add spare")
+        self._unassigned(drives, "add spare", spares_ok=True)
+        for d in drives:
+            if d.data_bytes < arr.cfg.member_bytes:
+                raise ControllerError(f"the drive in bay {d.bay} is smaller than the members of array {arr.name}")
+            if d.serial in arr.cfg.spares:
+                raise ControllerError(f"the drive in bay {d.bay} is already a spare of array {arr.name}")
+        for d in drives:
+            arr.cfg.spares.append(d.serial)
+            self.log.emit(EventCode.SPARE_ADDED, f"drive {d.serial} in bay {d.bay} is a spare of array {arr.name}",
+                          bay=d.bay, array=arr.name)
+        self._activate_spares()
+
+    def delete_spare(self, lun: int, bays: list[int]) -> None:
+        arr = self.arrays[self._ld(lun).cfg.array]
+        if not bays:
+            raise ControllerError("delete spare: no bays given")
+        serials = []
+        for bay in bays:
+            d = self.enclosure.bays.get(bay) if isinstance(bay, int) else None
+            if d is None or d.serial not in arr.cfg.spares:
+                raise ControllerError(f"bay {bay} holds no spare of array {arr.name}")
+            serials.append(d.serial)
+        for s in serials:
+            arr.cfg.spares.remove(s)
+            self.log.emit(EventCode.SPARE_REMOVED, f"drive {s} is no longer a spare of array {arr.name}",
+                          bay=self._spare_bay(s), array=arr.name)
+        self._commit()
+
+    def expand_unit(self, lun: int, bays: list[int]) -> None:
+        """Array capacity expansion: restripe every logical drive of `lun`'s array onto `bays` too."""
+        arr = self.arrays[self._ld(lun).cfg.array]
+        if arr.cfg.expand is not None:
+            raise ControllerError(f"array {arr.name} is already expanding")
+        drives = self._bays_drives(bays, "expand")
+        self._unassigned(drives, "expand")
+        for d in arr.members:
+            if d.state is not MemberState.OK:
+                raise ControllerError(f"array {arr.name} is not healthy (drive {d.serial} is "
+                                      f"{'rebuilding' if d.state is MemberState.REBUILDING else 'failed'})")
+        for d in drives:
+            if d.data_bytes < arr.cfg.member_bytes:
+                raise ControllerError(f"the drive in bay {d.bay} is smaller than the members of array {arr.name}")
+        lds = self._extents(arr)
+        if any(ld.cfg.failed for ld in lds):
+            raise ControllerError(f"array {arr.name} holds a failed logical drive")
+        old_n = len(arr.members)
+        new_n = old_n + len(drives)
+        plan: list[ExpandLd] = []
+        base = 0
+        for ld in lds:
+            new_level = ld.level
+            if new_level is RaidLevel.RAID1:
+                new_level = RaidLevel.RAID10
+            try:
+                validate_layout(new_level, new_n, ld.stripe_unit)
+            except ValueError as exc:
+                raise ControllerError(f"logical drive {ld.cfg.lun}: {exc}") from exc
+            new_pm = Layout(new_level, new_n, ld.stripe_unit).per_member_bytes(ld.size_bytes)
+            if data_members(new_level, new_n) <= data_members(ld.level, old_n):
+                raise ControllerError(f"logical drive {ld.cfg.lun}: RAID {raid_label(new_level)} gains no "
+                                      "capacity from these drives")
+            plan.append(ExpandLd(ld.cfg.lun, ld.level.value, new_level.value, ld.cfg.base_offset, base))
+            base += new_pm
+        for d in drives:
+            d.member_state = MemberState.OK
+            d.rebuilt_to = 0
+            d.discard(0, arr.cfg.member_bytes)
+        arr.members.extend(drives)
+        arr.cfg.members.extend(d.serial for d in drives)
+        arr.cfg.home_bays.extend(d.bay or 0 for d in drives)
+        arr.cfg.expand = ExpandConfig(old_n, plan)
+        arr.expand_pct = 0
+        for ld in lds:
+            self._make_volume(ld)
+        self.log.emit(EventCode.EXPAND_STARTED,
+                      f"array {arr.name}: expanding onto bays {', '.join(map(str, bays))}", array=arr.name)
+        self._refresh()
+        self._commit()
+        if self._next_step < self.clock.now():
+            self._next_step = self.clock.now()
+
+    def extend_unit(self, lun: int, size_bytes: int) -> None:
+        """Grow logical drive `lun` into the free space that follows it on its array."""
+        ld = self._ld(lun)
+        arr = self.arrays[ld.cfg.array]
+        if arr.cfg.expand is not None:
+            raise ControllerError(f"array {arr.name} is expanding; wait until it completes")
+        if ld.state is UnitState.FAILED:
+            raise ControllerError(f"logical drive {lun} has failed")
+        if not isinstance(size_bytes, int) or size_bytes % BLOCK_SIZE:
+            raise ControllerError(f"size {size_bytes}: a whole number of 512-byte blocks")
+        if size_bytes <= ld.size_bytes:
+            raise ControllerError(f"size {size_bytes} is not larger than the current {ld.size_bytes} bytes")
+        n = len(arr.members)
+        base = ld.cfg.base_offset
+        old_pm = ld.volume.per_member_bytes
+        new_pm = Layout(ld.level, n, ld.stripe_unit).per_member_bytes(size_bytes)
+        limit = arr.cfg.member_bytes
+        for other in self._extents(arr):
+            if other.cfg.base_offset > base:
+                limit = min(limit, other.cfg.base_offset)
+        if base + new_pm > limit:
+            most = capacity_bytes(ld.level, n, limit - base, ld.stripe_unit) // BLOCK_SIZE * BLOCK_SIZE
+            raise ControllerError(f"logical drive {lun} can grow to at most {most} bytes on array {arr.name}")
+        self._zero(arr, base + old_pm, new_pm - old_pm)
+        old = ld.size_bytes
+        ld.cfg.num_blocks = size_bytes // BLOCK_SIZE
+        self._make_volume(ld)
+        self.controller.establish_unit_attention(lun, CAPACITY_DATA_HAS_CHANGED)
+        self.log.emit(EventCode.UNIT_EXTENDED, f"logical drive {lun} grew from {old} to {size_bytes} bytes",
+                      lun=lun, array=arr.name)
+        self._commit()
+
+    def set_rebuild_priority(self, priority: str) -> None:
+        try:
+            p = RebuildPriority(str(priority).lower())
+        except ValueError:
+            raise ControllerError(f"rebuild priority {priority!r}: high, medium or low") from None
+        if p.value != self.cfg.rebuild_priority:
+            self.cfg.rebuild_priority = p.value
+            self.log.emit(EventCode.REBUILD_PRIORITY, f"rebuild priority set to {p.value}")
+            self._commit()
+
+    def fault_disk(self, bay: int, action: str, **kw: Any) -> dict[str, Any]:
+        """Inject a drive fault: fail, pull, insert, media-error, latency, predictive, clear.
+
+        insert: `serial` (a pulled drive), `new=True` (a blank drive; `size_bytes` to choose its
+        size), default: the drive last pulled from this bay, else a blank one. Inserting into a
+        bay with a failed drive replaces it with a blank one. media-error: `lba`, `count` in
+        512-byte blocks of the drive's data area (after its 1 MiB reserved area).
+        """
+        if not isinstance(bay, int) or not 1 <= bay <= BAY_COUNT:
+            raise ControllerError(f"bay {bay} outside 1..{BAY_COUNT}")
+        act = str(action).lower().replace("_", "-")
+        allowed = {"fail": set(), "pull": set(), "insert": {"serial", "new", "size_bytes"},
+                   "media-error": {"lba", "count"}, "latency": {"ms"}, "predictive": set(), "clear": set()}
+        if act not in allowed:
+            raise ControllerError(f"fault action {action!r}: one of {', '.join(allowed)}")
+        extra = set(kw) - allowed[act]
+        if extra:
+            raise ControllerError(f"fault {act}: unexpected argument {sorted(extra)[0]}")
+        d = self.enclosure.bays[bay]
+        if act == "insert":
+            self._insert(bay, kw.get("serial"), bool(kw.get("new", False)), kw.get("size_bytes"))
+            return self.disks()[bay - 1]
+        if d is None:
+            raise ControllerError(f"bay {bay} is empty")
+        if act == "fail":
+            if d.failed:
+                raise ControllerError(f"the drive in bay {bay} has already failed")
+            d.failed = True
+            self.log.emit(EventCode.DRIVE_FAILED, f"drive {d.serial} in bay {bay} failed", bay=bay,
+                          array=self._role(d)[1])
+            self._drive_lost(d)
+        elif act == "pull":
+            array = self._role(d)[1]
+            self.enclosure.pull(bay)
+            self.log.emit(EventCode.DRIVE_PULLED, f"drive {d.serial} removed from bay {bay}", bay=bay, array=array)
+            self._drive_lost(d)
+        elif act == "media-error":
+            lba, count = kw.get("lba"), kw.get("count", 1)
+            if not isinstance(lba, int) or not isinstance(count, int) or lba < 0 or count < 1:
+                raise ControllerError("media-error: lba >= 0 and count >= 1 (512-byte blocks)")
+            try:
+                d.add_media_error(lba * BLOCK_SIZE, count * BLOCK_SIZE)
+            except EnclosureError as exc:
+                raise ControllerError(str(exc)) from None
+            self.log.emit(EventCode.DRIVE_MEDIA_ERROR,
+                          f"drive {d.serial} in bay {bay}: media error injected at LBA {lba}+{count}", bay=bay)
+            self._save_nvram()
+        elif act == "latency":
+            ms = kw.get("ms")
+            if not isinstance(ms, int | float) or ms < 0 or ms > 60000:
+                raise ControllerError("latency: ms between 0 and 60000")
+            d.latency_ms = float(ms)
+            self.log.emit(EventCode.DRIVE_LATENCY, f"drive {d.serial} in bay {bay}: {ms} ms added latency", bay=bay)
+            self._save_nvram()
+        elif act == "predictive":
+            d.predictive = True
+            self.log.emit(EventCode.DRIVE_PREDICTIVE_FAILURE, f"drive {d.serial} in bay {bay} predicts failure",
+                          bay=bay)
+            self._save_nvram()
+        elif act == "clear":
+            d.clear_faults()
+            self.log.emit(EventCode.DRIVE_FAULTS_CLEARED, f"drive {d.serial} in bay {bay}: faults cleared", bay=bay)
+            self._save_nvram()
+        return self.disks()[bay - 1]
+
+    def _insert(self, bay: int, serial: str | None, new: bool, size_bytes: int | None) -> None:
+        d = self.enclosure.bays[bay]
+        if d is not None:
+            if not d.failed:
+                raise ControllerError(f"bay {bay} is occupied")
+            if serial is not None:
+                raise ControllerError(f"bay {bay} holds a failed drive; insert a new one there or pull it first")
+            size_bytes = size_bytes or d.size_bytes
+            self.enclosure.discard(bay)
+            new = True
+        if serial is None and not new:
+            # the drive last pulled from this bay, unless it had failed (then: a new one)
+            last = [x for x in self.enclosure.aside.values() if x.last_bay == bay and not x.failed]
+            if last:
+                serial = last[-1].serial
+            else:
+                new = True
+        if new:
+            size = size_bytes or self._typical_size()
+            if not isinstance(size, int) or size < METADATA_BYTES + 16 * MIB or size % BLOCK_SIZE:
+                raise ControllerError(f"drive size {size}: at least 17 MiB, a multiple of 512")
+            drive = self.enclosure.new_drive(bay, size, "", 0)
+            self._identify_blank(drive)
+            self.log.emit(EventCode.DRIVE_INSERTED,
+                          f"new drive {drive.serial} ({size} bytes) inserted in bay {bay}", bay=bay)
+            self._drive_arrived(drive, blank=True)
+        else:
+            assert serial is not None
+            if serial not in self.enclosure.aside:
+                raise ControllerError(f"no pulled drive with serial {serial}")
+            try:
+                drive = self.enclosure.insert(bay, serial)
+            except EnclosureError as exc:
+                raise ControllerError(str(exc)) from None
+            self.log.emit(EventCode.DRIVE_INSERTED, f"drive {serial} inserted in bay {bay}", bay=bay)
+            self._drive_arrived(drive, blank=False)
+        self._refresh()
+        self._activate_spares()
+
+    def _typical_size(self) -> int:
+        sizes = [d.size_bytes for d in self.enclosure.present()]
+        return max(set(sizes), key=sizes.count) if sizes else 36 * GIB
+
+    def _component(self, kind: str, n: int, action: str) -> None:
+        states = self.enclosure.psus if kind == "psu" else self.enclosure.fans
+        label = "power supply" if kind == "psu" else "fan"
+        if not isinstance(n, int) or not 1 <= n <= len(states):
+            raise ControllerError(f"{label} {n} outside 1..{len(states)}")
+        act = str(action).lower()
+        if act not in ("fail", "restore"):
+            raise ControllerError(f"{label} action {action!r}: fail or restore")
+        new = ComponentState.FAILED if act == "fail" else ComponentState.OK
+        if states[n - 1] is new:
+            return
+        states[n - 1] = new
+        code = {("psu", "fail"): EventCode.PSU_FAILED, ("psu", "restore"): EventCode.PSU_RESTORED,
+                ("fan", "fail"): EventCode.FAN_FAILED, ("fan", "restore"): EventCode.FAN_RESTORED}[(kind, act)]
+        self.log.emit(code, f"{label} {n} {'failed' if act == 'fail' else 'restored'}")
+        self._save_nvram()
+
+    def fault_psu(self, n: int, action: str) -> None:
+        self._component("psu", n, action)
+
+    def fault_fan(self, n: int, action: str) -> None:
+        self._component("fan", n, action)
+
+    def set_temperature(self, celsius: float) -> None:
+        if not isinstance(celsius, int | float) or not -40 <= celsius <= 120:
+            raise ControllerError(f"temperature {celsius}: -40..120 degrees C")
+
+        def band(t: float) -> int:
+            return 2 if t >= TEMP_CRIT_C else 1 if t >= TEMP_WARN_C else 0
+
+        old = self.enclosure.temperature_c
+        self.enclosure.temperature_c = float(celsius)
+        if band(old) != band(celsius):
+            sev = (Severity.CRITICAL, Severity.WARNING, Severity.INFO)[2 - band(celsius)]
+            what = ("normal", "above the warning threshold", "critical")[band(celsius)]
+            self.log.emit(EventCode.TEMPERATURE, f"enclosure temperature {celsius} C: {what}", severity=sev)
+        self._save_nvram()
+
+    # ============================================================ lifecycle
+    def flush(self) -> None:
+        for d in self.enclosure.present():
+            d.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._save_nvram()
+        self.flush()
+        self.enclosure.close()
+        self._closed = True
+
+
+Shelf = Controller

@@ -1,0 +1,211 @@
+"""The controller's event log: every state change of drives, arrays and logical drives.
+
+Events carry a stable code (the table below; alerts and the management API key on it),
+a severity, bay/array/LUN references and a one-line message. The log is an append-only
+JSON-lines file in the state directory, bounded to the last `limit` events, so a
+restarted emulator shows what happened before it stopped (as the real controller keeps
+its event log in NVRAM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from .clock import Clock
+
+EVENTS_FILE = "events.jsonl"
+DEFAULT_LIMIT = 10000
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class EventCode(StrEnum):
+    CONTROLLER_STARTED = "CONTROLLER_STARTED"
+    CONFIG_CREATED = "CONFIG_CREATED"
+    CONFIG_RESTORED = "CONFIG_RESTORED"
+    CONFIG_CHANGED = "CONFIG_CHANGED"
+    DRIVE_FAILED = "DRIVE_FAILED"
+    DRIVE_PULLED = "DRIVE_PULLED"
+    DRIVE_INSERTED = "DRIVE_INSERTED"
+    DRIVE_MOVED = "DRIVE_MOVED"
+    DRIVE_MEDIA_ERROR = "DRIVE_MEDIA_ERROR"
+    DRIVE_LATENCY = "DRIVE_LATENCY"
+    DRIVE_PREDICTIVE_FAILURE = "DRIVE_PREDICTIVE_FAILURE"
+    DRIVE_FAULTS_CLEARED = "DRIVE_FAULTS_CLEARED"
+    SPARE_ADDED = "SPARE_ADDED"
+    SPARE_REMOVED = "SPARE_REMOVED"
+    SPARE_ACTIVATED = "SPARE_ACTIVATED"
+    SPARE_RELEASED = "SPARE_RELEASED"
+    REBUILD_STARTED = "REBUILD_STARTED"
+    REBUILD_PROGRESS = "REBUILD_PROGRESS"
+    REBUILD_DONE = "REBUILD_DONE"
+    REBUILD_ABORTED = "REBUILD_ABORTED"
+    REBUILD_PRIORITY = "REBUILD_PRIORITY"
+    UNIT_CREATED = "UNIT_CREATED"
+    UNIT_DELETED = "UNIT_DELETED"
+    UNIT_STATUS = "UNIT_STATUS"
+    UNIT_FAILED = "UNIT_FAILED"
+    UNIT_EXTENDED = "UNIT_EXTENDED"
+    EXPAND_STARTED = "EXPAND_STARTED"
+    EXPAND_PROGRESS = "EXPAND_PROGRESS"
+    EXPAND_DONE = "EXPAND_DONE"
+    PSU_FAILED = "PSU_FAILED"
+    PSU_RESTORED = "PSU_RESTORED"
+    FAN_FAILED = "FAN_FAILED"
+    FAN_RESTORED = "FAN_RESTORED"
+    TEMPERATURE = "TEMPERATURE"
+
+
+# code -> (default severity, what it means). Alerts and the web page read this table.
+CODES: dict[EventCode, tuple[Severity, str]] = {
+    EventCode.CONTROLLER_STARTED: (Severity.INFO, "the controller started"),
+    EventCode.CONFIG_CREATED: (Severity.INFO, "a new shelf was built from the configuration file"),
+    EventCode.CONFIG_RESTORED: (Severity.INFO, "the array configuration was read back from the drives"),
+    EventCode.CONFIG_CHANGED: (Severity.INFO, "the array configuration changed"),
+    EventCode.DRIVE_FAILED: (Severity.CRITICAL, "a physical drive failed"),
+    EventCode.DRIVE_PULLED: (Severity.WARNING, "a physical drive was removed"),
+    EventCode.DRIVE_INSERTED: (Severity.INFO, "a physical drive was inserted"),
+    EventCode.DRIVE_MOVED: (Severity.INFO, "a configured drive was found in another bay"),
+    EventCode.DRIVE_MEDIA_ERROR: (Severity.WARNING, "a drive reported an unrecoverable media error"),
+    EventCode.DRIVE_LATENCY: (Severity.INFO, "added latency was set on a drive"),
+    EventCode.DRIVE_PREDICTIVE_FAILURE: (Severity.WARNING, "a drive predicts its own failure"),
+    EventCode.DRIVE_FAULTS_CLEARED: (Severity.INFO, "injected drive faults were cleared"),
+    EventCode.SPARE_ADDED: (Severity.INFO, "an online spare was assigned to an array"),
+    EventCode.SPARE_REMOVED: (Severity.INFO, "an online spare was unassigned"),
+    EventCode.SPARE_ACTIVATED: (Severity.WARNING, "an online spare replaced a failed drive"),
+    EventCode.SPARE_RELEASED: (Severity.INFO, "an online spare returned to standby"),
+    EventCode.REBUILD_STARTED: (Severity.WARNING, "a rebuild started"),
+    EventCode.REBUILD_PROGRESS: (Severity.INFO, "rebuild progress (every 10%)"),
+    EventCode.REBUILD_DONE: (Severity.INFO, "a rebuild completed"),
+    EventCode.REBUILD_ABORTED: (Severity.CRITICAL, "a rebuild stopped before completion"),
+    EventCode.REBUILD_PRIORITY: (Severity.INFO, "the rebuild priority changed"),
+    EventCode.UNIT_CREATED: (Severity.INFO, "a logical drive was created"),
+    EventCode.UNIT_DELETED: (Severity.INFO, "a logical drive was deleted"),
+    EventCode.UNIT_STATUS: (Severity.WARNING, "a logical drive changed status"),
+    EventCode.UNIT_FAILED: (Severity.CRITICAL, "a logical drive failed: its data is unavailable"),
+    EventCode.UNIT_EXTENDED: (Severity.INFO, "a logical drive grew"),
+    EventCode.EXPAND_STARTED: (Severity.INFO, "an array capacity expansion started"),
+    EventCode.EXPAND_PROGRESS: (Severity.INFO, "expansion progress (every 10%)"),
+    EventCode.EXPAND_DONE: (Severity.INFO, "an array capacity expansion completed"),
+    EventCode.PSU_FAILED: (Severity.CRITICAL, "a power supply failed"),
+    EventCode.PSU_RESTORED: (Severity.INFO, "a power supply is working again"),
+    EventCode.FAN_FAILED: (Severity.CRITICAL, "a fan failed"),
+    EventCode.FAN_RESTORED: (Severity.INFO, "a fan is working again"),
+    EventCode.TEMPERATURE: (Severity.WARNING, "the enclosure temperature changed band"),
+}
+
+
+@dataclass
+class Event:
+    id: int
+    time: float  # wall clock, seconds since the epoch
+    monotonic: float  # the controller clock
+    severity: str
+    code: str
+    message: str
+    bay: int | None = None
+    array: str | None = None
+    lun: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class EventLog:
+    """Bounded, persistent, append-only list of events."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        clock: Clock,
+        wall: Callable[[], float],
+        *,
+        limit: int = DEFAULT_LIMIT,
+        subscriber: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.wall = wall
+        self.limit = limit
+        self.subscriber = subscriber
+        self._events: deque[Event] = deque(maxlen=limit)
+        self._next_id = 1
+        self._lines = 0
+        if path is not None and path.exists():
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            text = path.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            try:
+                raw = json.loads(line)
+                ev = Event(**raw)
+            except (ValueError, TypeError):
+                continue  # a torn last line after a crash
+            self._events.append(ev)
+            self._next_id = max(self._next_id, ev.id + 1)
+            self._lines += 1
+        if self._lines > self.limit:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in self._events))
+        os.replace(tmp, self.path)
+        self._lines = len(self._events)
+
+    def emit(
+        self,
+        code: EventCode,
+        message: str,
+        *,
+        bay: int | None = None,
+        array: str | None = None,
+        lun: int | None = None,
+        severity: Severity | None = None,
+    ) -> Event:
+        sev = severity or CODES[code][0]
+        ev = Event(
+            self._next_id, round(self.wall(), 6), round(self.clock.now(), 6), sev.value, code.value,
+            message, bay, array, lun,
+        )
+        self._next_id += 1
+        self._events.append(ev)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(ev.to_dict()) + "\n")
+            self._lines += 1
+            if self._lines >= 2 * self.limit:
+                self._rewrite()
+        if self.subscriber is not None:
+            self.subscriber(ev)
+        return ev
+
+    def events(self, since_id: int = 0, limit: int | None = None) -> list[dict[str, object]]:
+        """Events with id > since_id, oldest first; at most `limit` (page on with the last id)."""
+        out: list[dict[str, object]] = []
+        for e in self._events:
+            if e.id > since_id:
+                if limit is not None and len(out) >= limit:
+                    break
+                out.append(e.to_dict())
+        return out
+
+    @property
+    def last_id(self) -> int:
+        return self._next_id - 1

@@ -1,0 +1,68 @@
+"""The contract between the RAID engine and the controller that owns drives and arrays.
+
+The RAID engine (firmware_model/raid/) turns a list of members into one BlockVolume; the
+controller (firmware_model/controller.py) owns the drives, decides which member is failed or
+rebuilding, and drives rebuilds through `RaidVolume.rebuild_region`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+
+class RaidLevel(StrEnum):
+    RAID0 = "0"
+    RAID1 = "1"  # exactly two members
+    RAID10 = "10"  # an even number of members >= 4 (mirrored pairs, striped)
+    RAID5 = "5"  # >= 3 members, rotating parity (left-symmetric, as Smart Array)
+    ADG = "ADG"  # RAID 6: >= 4 members, P (XOR) and Q (GF(2^8) Reed-Solomon) rotating
+
+
+class MemberState(StrEnum):
+    OK = "ok"
+    FAILED = "failed"  # failed or missing: never read, never written
+    REBUILDING = "rebuilding"  # written by every host write; read only below `rebuilt_to`
+
+
+class DriveError(Exception):
+    """A member could not complete an I/O (injected media error, pulled drive)."""
+
+    def __init__(self, offset: int, length: int, why: str = "media error") -> None:
+        super().__init__(f"{why} at byte {offset}+{length}")
+        self.offset = offset
+        self.length = length
+        self.why = why
+
+
+class VolumeFailed(Exception):
+    """Too many members are gone: the data cannot be read or written."""
+
+
+class UnrecoverableRead(Exception):
+    """A read hit errors that redundancy could not cover; `lba` is the first bad block."""
+
+    def __init__(self, lba: int) -> None:
+        super().__init__(f"unrecoverable read at LBA {lba}")
+        self.lba = lba
+
+
+class Member(Protocol):
+    """One slot of an array as the RAID engine sees it (byte offsets into the member's
+    data area, which the controller places after the drive's reserved metadata)."""
+
+    @property
+    def state(self) -> MemberState: ...
+
+    @property
+    def rebuilt_to(self) -> int:
+        """For a REBUILDING member: bytes from the start of its area already reconstructed."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Raises DriveError on an injected media error or a vanished drive."""
+        ...
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None: ...
+
+    def flush(self) -> None: ...

@@ -1,0 +1,583 @@
+"""One logical drive striped over an array's members: a BlockVolume with real RAID layouts.
+
+The volume owns no drives: the controller hands it `Member`s (with their states) and keeps
+deciding which member is failed or rebuilding; the volume reads around what is missing,
+keeps parity and mirrors current on every write, and rebuilds on request.
+
+Several logical drives share one array: each `RaidVolume` uses bytes
+[base_offset, base_offset + per_member_bytes) of every member's area.
+
+Write errors: when a member raises DriveError on a write, the volume calls
+`on_member_error(member_index, error)` if given (the controller marks that member FAILED) and
+carries on degraded for the rest of the operation, so the data stays consistent and the host
+write succeeds as long as the level survives. Without the callback the DriveError propagates;
+the stripe being written may then be half-updated, and the controller must fail the member and
+retry the whole write (which restores consistency for that range).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from typing import Literal
+
+from . import parity
+from .api import DriveError, Member, MemberState, RaidLevel, UnrecoverableRead, VolumeFailed
+from .layout import MIRRORED, Layout, Piece, StripeRoles, fault_tolerance
+
+OnMemberError = Callable[[int, DriveError], None]
+VolumeState = Literal["ok", "degraded", "failed"]
+
+
+class _RowLost(Exception):
+    """Reconstruction of a stripe row failed because of read errors."""
+
+
+class _MemberReadError(Exception):
+    def __init__(self, member: int) -> None:
+        super().__init__(member)
+        self.member = member
+
+
+class RaidVolume:
+    """`num_blocks` blocks of `block_size` bytes laid out at RAID `level` over `members`.
+
+    `members` is kept by reference: the controller may put a replacement Member at an index
+    (typically REBUILDING with rebuilt_to at the start of its area) and then call
+    `rebuild_region` over it.
+    """
+
+    def __init__(self, level: RaidLevel, members: list[Member], stripe_unit: int, num_blocks: int,
+                 block_size: int = 512, base_offset: int = 0,
+                 on_member_error: OnMemberError | None = None) -> None:
+        self.layout = Layout(RaidLevel(level), len(members), stripe_unit)
+        if stripe_unit % block_size:
+            raise ValueError(f"stripe unit {stripe_unit} is not a multiple of the block size {block_size}")
+        if num_blocks < 0 or base_offset < 0:
+            raise ValueError("negative size or offset")
+        self.level = self.layout.level
+        self.members = members
+        self.stripe_unit = stripe_unit
+        self.block_size = block_size
+        self._num_blocks = num_blocks
+        self.base_offset = base_offset
+        self.on_member_error = on_member_error
+        self._parity = self.level not in MIRRORED and self.level is not RaidLevel.RAID0
+        self._dropped: set[int] = set()  # members that failed a write in the current operation
+
+    # ---- geometry -------------------------------------------------------------------------
+
+    @property
+    def num_blocks(self) -> int:
+        return self._num_blocks
+
+    @property
+    def size_bytes(self) -> int:
+        return self._num_blocks * self.block_size
+
+    @property
+    def per_member_bytes(self) -> int:
+        """Bytes of each member this logical drive occupies (whole stripes)."""
+        return self.layout.per_member_bytes(self.size_bytes)
+
+    def _span(self, lba: int, count: int) -> tuple[int, int]:
+        if lba < 0 or count < 0 or lba + count > self._num_blocks:
+            raise ValueError(f"LBA range {lba}+{count} outside 0..{self._num_blocks}")
+        return lba * self.block_size, count * self.block_size
+
+    # ---- health ---------------------------------------------------------------------------
+
+    def _lost(self) -> set[int]:
+        """Members that give no redundancy now: failed, rebuilding, or dropped by a write error."""
+        return {i for i, m in enumerate(self.members) if m.state is not MemberState.OK or i in self._dropped}
+
+    def _survives(self, lost: set[int]) -> bool:
+        if self.level is RaidLevel.RAID0:
+            return not lost
+        if self.level in MIRRORED:
+            half = len(self.members) // 2
+            return not any(j in lost and j + half in lost for j in range(half))
+        return len(lost) <= fault_tolerance(self.level)
+
+    def state(self) -> VolumeState:
+        """"ok", "degraded" (running without full redundancy, incl. while rebuilding) or "failed"."""
+        lost = self._lost()
+        if not lost:
+            return "ok"
+        return "degraded" if self._survives(lost) else "failed"
+
+    def fault_tolerance(self) -> int:
+        """How many more member losses, whichever members, the volume survives now."""
+        lost = self._lost()
+        if not self._survives(lost):
+            return 0
+        if self.level is RaidLevel.RAID10:
+            return 0 if lost else 1
+        return fault_tolerance(self.level) - len(lost)
+
+    def _check_alive(self) -> None:
+        if self.state() == "failed":
+            lost = sorted(self._lost())
+            raise VolumeFailed(f"RAID {self.level.value} volume lost members {lost}")
+
+    # ---- member access --------------------------------------------------------------------
+
+    def _readable(self, m: int, off: int, n: int) -> bool:
+        """Whether member `m` holds valid data for extent bytes [off, off+n)."""
+        if m in self._dropped:
+            return False
+        mem = self.members[m]
+        st = mem.state
+        if st is MemberState.OK:
+            return True
+        if st is MemberState.REBUILDING:
+            return self.base_offset + off + n <= mem.rebuilt_to
+        return False
+
+    def _writable(self, m: int) -> bool:
+        return m not in self._dropped and self.members[m].state is not MemberState.FAILED
+
+    def _read(self, m: int, off: int, n: int) -> bytes:
+        return self.members[m].read(self.base_offset + off, n)
+
+    def _write_member(self, m: int, off: int, data: parity.Buffer) -> bool:
+        """Write to member `m`; on DriveError report it and go on without the member."""
+        try:
+            self.members[m].write(self.base_offset + off, data)
+            return True
+        except DriveError as e:
+            if self.on_member_error is None:
+                raise
+            self._dropped.add(m)
+            self.on_member_error(m, e)
+            self._check_alive()
+            return False
+
+    def _lba(self, stripe: int, index: int, chunk_offset: int) -> int:
+        return self.layout.logical_offset(stripe, index, chunk_offset) // self.block_size
+
+    # ---- BlockVolume ----------------------------------------------------------------------
+
+    def read(self, lba: int, count: int) -> bytes:
+        off, length = self._span(lba, count)
+        if not length:
+            return b""
+        self._dropped = set()
+        self._check_alive()
+        if self._parity:
+            parts = self._read_parity(off, length)
+        else:
+            parts = [self._read_copies(pc) for pc in self._coalesced(off, length)]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def write(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        mv = memoryview(data).cast("B")
+        if len(mv) % self.block_size:
+            raise ValueError(f"write of {len(mv)} bytes is not a whole number of blocks")
+        off, length = self._span(lba, len(mv) // self.block_size)
+        if not length:
+            return
+        self._dropped = set()
+        self._check_alive()
+        self._write_bytes(off, mv, force_rcw=False)
+
+    def flush(self) -> None:
+        for m in self.members:
+            if m.state is not MemberState.FAILED:
+                m.flush()
+
+    # ---- mirrored and plain levels ----------------------------------------------------------
+
+    def _coalesced(self, off: int, length: int) -> list[Piece]:
+        """Pieces, with runs that continue on the same members merged (RAID 1 is one run)."""
+        out: list[Piece] = []
+        for pc in self.layout.pieces(off, length):
+            if out:
+                last = out[-1]
+                if last.members == pc.members and last.member_offset + last.length == pc.member_offset:
+                    out[-1] = Piece(last.logical_offset, last.length + pc.length, last.stripe, last.index,
+                                    last.chunk_offset, last.member_offset, last.members)
+                    continue
+            out.append(pc)
+        return out
+
+    def _read_copies(self, pc: Piece) -> bytes:
+        holders = [m for m in pc.members if self._readable(m, pc.member_offset, pc.length)]
+        if not holders:
+            raise VolumeFailed(f"no copy of LBA {pc.logical_offset // self.block_size} is available")
+        for m in holders:
+            try:
+                return self._read(m, pc.member_offset, pc.length)
+            except DriveError:
+                continue
+        # every copy failed somewhere in the piece: go block by block, alternating copies
+        bs = self.block_size
+        out = bytearray()
+        for o in range(0, pc.length, bs):
+            for m in holders:
+                try:
+                    out += self._read(m, pc.member_offset + o, bs)
+                    break
+                except DriveError:
+                    continue
+            else:
+                raise UnrecoverableRead((pc.logical_offset + o) // bs)
+        return bytes(out)
+
+    # ---- parity levels: reads -----------------------------------------------------------------
+
+    def _read_parity(self, off: int, length: int) -> list[bytes]:
+        parts: list[bytes] = []
+        pieces = self.layout.pieces(off, length)
+        i = 0
+        while i < len(pieces):
+            j = i + 1
+            while j < len(pieces) and pieces[j].stripe == pieces[i].stripe:
+                j += 1
+            parts.extend(self._read_stripe(pieces[i:j]))
+            i = j
+        return parts
+
+    def _read_stripe(self, group: list[Piece]) -> list[bytes]:
+        got: list[bytes | None] = []
+        for pc in group:
+            m = pc.members[0]
+            buf = None
+            if self._readable(m, pc.member_offset, pc.length):
+                try:
+                    buf = self._read(m, pc.member_offset, pc.length)
+                except DriveError:
+                    pass
+            got.append(buf)
+        missing = [k for k, g in enumerate(got) if g is None]
+        if missing:
+            stripe = group[0].stripe
+            roles = self.layout.roles(stripe)
+            a = min(group[k].chunk_offset for k in missing)
+            b = max(group[k].chunk_offset + group[k].length for k in missing)
+            cache = {pc.index: (pc.chunk_offset, g) for pc, g in zip(group, got, strict=True) if g is not None}
+            try:
+                row = self._gather_row(stripe, roles, a, b, cache=cache)
+                for k in missing:
+                    pc = group[k]
+                    got[k] = row[pc.index][pc.chunk_offset - a:pc.chunk_offset - a + pc.length]
+            except _RowLost:
+                for k in missing:
+                    got[k] = self._salvage(group[k], roles)
+        return [g for g in got if g is not None]
+
+    def _salvage(self, pc: Piece, roles: StripeRoles) -> bytes:
+        """Rebuild a piece block by block, to name the first block that cannot be rebuilt."""
+        bs = self.block_size
+        out = bytearray()
+        for o in range(pc.chunk_offset, pc.chunk_offset + pc.length, bs):
+            try:
+                out += self._gather_row(pc.stripe, roles, o, o + bs)[pc.index]
+            except _RowLost:
+                raise UnrecoverableRead(self._lba(pc.stripe, pc.index, o)) from None
+        return bytes(out)
+
+    def _gather_row(self, stripe: int, roles: StripeRoles, a: int, b: int,
+                    cache: dict[int, tuple[int, bytes]] | None = None,
+                    skip: frozenset[int] = frozenset()) -> list[bytes]:
+        """All data chunks of stripe row [a, b), reading what is readable and solving for the rest."""
+        n = b - a
+        moff = stripe * self.stripe_unit + a
+        data: list[parity.Buffer | None] = []
+        for j, holders in enumerate(roles.data):
+            if cache and j in cache:
+                co, buf = cache[j]
+                if co <= a and b <= co + len(buf):
+                    data.append(memoryview(buf)[a - co:b - co])
+                    continue
+            m = holders[0]
+            buf2 = None
+            if m not in skip and self._readable(m, moff, n):
+                try:
+                    buf2 = self._read(m, moff, n)
+                except DriveError:
+                    pass
+            data.append(buf2)
+        missing = sum(d is None for d in data)
+        if not missing:
+            return [parity._as_bytes(d) for d in data if d is not None]
+        p = self._try_read(roles.p, moff, n, skip)
+        q = None
+        if missing > (p is not None):
+            q = self._try_read(roles.q, moff, n, skip)
+        try:
+            return parity.recover(data, p, q)
+        except parity.Unsolvable:
+            raise _RowLost from None
+
+    def _try_read(self, m: int | None, off: int, n: int, skip: frozenset[int] = frozenset()) -> bytes | None:
+        if m is None or m in skip or not self._readable(m, off, n):
+            return None
+        try:
+            return self._read(m, off, n)
+        except DriveError:
+            return None
+
+    # ---- parity levels: writes ----------------------------------------------------------------
+
+    def _write_bytes(self, off: int, mv: memoryview, force_rcw: bool) -> None:
+        if not self._parity:
+            for pc in self._coalesced(off, len(mv)):
+                chunk = mv[pc.logical_offset - off:pc.logical_offset - off + pc.length]
+                wrote = False
+                for m in pc.members:
+                    if self._writable(m) and self._write_member(m, pc.member_offset, chunk):
+                        wrote = True
+                if not wrote:
+                    raise VolumeFailed(f"no copy of LBA {pc.logical_offset // self.block_size} could be written")
+            return
+        pieces = self.layout.pieces(off, len(mv))
+        i = 0
+        while i < len(pieces):
+            j = i + 1
+            while j < len(pieces) and pieces[j].stripe == pieces[i].stripe:
+                j += 1
+            self._write_stripe(pieces[i:j], off, mv, force_rcw)
+            i = j
+
+    def _write_stripe(self, group: list[Piece], off: int, mv: memoryview, force_rcw: bool) -> None:
+        """Cut the stripe into rows where each data chunk is either wholly new or untouched."""
+        stripe = group[0].stripe
+        roles = self.layout.roles(stripe)
+        cuts = sorted({0, self.stripe_unit}
+                      | {pc.chunk_offset for pc in group}
+                      | {pc.chunk_offset + pc.length for pc in group})
+        for a, b in pairwise(cuts):
+            new: dict[int, memoryview] = {}
+            for pc in group:
+                if pc.chunk_offset <= a and b <= pc.chunk_offset + pc.length:
+                    start = pc.logical_offset - off + (a - pc.chunk_offset)
+                    new[pc.index] = mv[start:start + b - a]
+            if new:
+                self._write_row(stripe, roles, a, b, new, force_rcw)
+
+    def _write_row(self, stripe: int, roles: StripeRoles, a: int, b: int,
+                   new: dict[int, memoryview], force_rcw: bool) -> None:
+        """Write new data to some data chunks of row [a, b) and bring P/Q up to date.
+
+        Reconstruct-write (read the untouched chunks) or read-modify-write (read the old
+        touched chunks and parity), whichever reads less and is possible; failing both (members
+        missing or unreadable) the old row is solved for from whatever is readable.
+        """
+        n = b - a
+        moff = stripe * self.stripe_unit + a
+        k = len(roles.data)
+        dm = [h[0] for h in roles.data]
+        covered = sorted(new)
+        uncovered = [j for j in range(k) if j not in new]
+        par = [(name, m) for name, m in (("p", roles.p), ("q", roles.q))
+               if m is not None and self._writable(m)]
+        bad: set[int] = set()
+
+        def ok(m: int) -> bool:
+            return m not in bad and self._readable(m, moff, n)
+
+        def rd(m: int) -> bytes:
+            try:
+                return self._read(m, moff, n)
+            except DriveError:
+                raise _MemberReadError(m) from None
+
+        values: dict[str, bytes] = {}
+        while par:
+            rcw_ok = all(ok(dm[j]) for j in uncovered)
+            rmw_ok = not force_rcw and all(ok(dm[j]) for j in covered) and all(ok(m) for _, m in par)
+            try:
+                if rcw_ok and (not rmw_ok or len(uncovered) <= len(covered) + len(par)):
+                    full: list[parity.Buffer] = [new[j] if j in new else rd(dm[j]) for j in range(k)]
+                    values = self._parity_of(full, [name for name, _ in par])
+                elif rmw_ok:
+                    old = {j: rd(dm[j]) for j in covered}
+                    oldpar = {name: rd(m) for name, m in par}
+                    pacc = parity._int(oldpar["p"]) if "p" in oldpar else 0
+                    qacc = parity._int(oldpar["q"]) if "q" in oldpar else 0
+                    for j in covered:
+                        d = parity._int(old[j]) ^ parity._int(new[j])
+                        pacc ^= d
+                        if "q" in oldpar:
+                            qacc ^= parity._int(parity.q_delta(d.to_bytes(n, "little"), j))
+                    values = {name: (pacc if name == "p" else qacc).to_bytes(n, "little") for name in oldpar}
+                else:
+                    # solve for the old row from what is readable (unreadable touched chunks too)
+                    cur: list[parity.Buffer | None] = [
+                        self._try_read(dm[j], moff, n) if ok(dm[j]) else None for j in range(k)]
+                    try:
+                        solved = parity.recover(cur, self._try_read(roles.p, moff, n),
+                                                self._try_read(roles.q, moff, n))
+                    except parity.Unsolvable:
+                        lost = next((j for j in uncovered if cur[j] is None), covered[0])
+                        raise UnrecoverableRead(self._lba(stripe, lost, a)) from None
+                    full = [new[j] if j in new else solved[j] for j in range(k)]
+                    values = self._parity_of(full, [name for name, _ in par])
+                break
+            except _MemberReadError as e:
+                bad.add(e.member)
+        for j in covered:
+            if self._writable(dm[j]):
+                self._write_member(dm[j], moff, new[j])
+        for name, m in par:
+            if self._writable(m):
+                self._write_member(m, moff, values[name])
+
+    @staticmethod
+    def _parity_of(full: Sequence[parity.Buffer], names: list[str]) -> dict[str, bytes]:
+        if "p" in names and "q" in names:
+            p, q = parity.pq_syndromes(full)
+            return {"p": p, "q": q}
+        if "q" in names:
+            return {"q": parity.q_syndrome(full)}
+        return {"p": parity.xor_blocks(full)}
+
+    # ---- rebuild, resync ----------------------------------------------------------------------
+
+    def _rows(self, offset: int, length: int) -> list[tuple[int, int, int]]:
+        """(stripe, a, b) rows covering extent bytes [offset, offset+length) of a member."""
+        if offset < 0 or length < 0 or offset + length > self.per_member_bytes:
+            raise ValueError(f"member range {offset}+{length} outside 0..{self.per_member_bytes}")
+        su = self.stripe_unit
+        out = []
+        pos, end = offset, offset + length
+        while pos < end:
+            s, a = divmod(pos, su)
+            b = min(su, a + end - pos)
+            out.append((s, a, b))
+            pos += b - a
+        return out
+
+    def _content(self, member: int, stripe: int, roles: StripeRoles, a: int, b: int) -> bytes:
+        """What `member` should hold at row [a, b) of `stripe`, from the other members."""
+        role, j = roles.role_of(member)
+        moff = stripe * self.stripe_unit + a
+        if self.level in MIRRORED:
+            for c in roles.data[j]:
+                if c != member:
+                    got = self._try_read(c, moff, b - a)
+                    if got is not None:
+                        return got
+            raise _RowLost
+        row = self._gather_row(stripe, roles, a, b, skip=frozenset({member}))
+        if role == "data":
+            return row[j]
+        if role == "p":
+            return parity.xor_blocks(row)
+        return parity.q_syndrome(row)
+
+    def rebuild_region(self, member: int, offset: int, length: int) -> None:
+        """Reconstruct extent bytes [offset, offset+length) of `member` from the others and write them.
+
+        Offsets are relative to this volume's extent (base_offset). Raises UnrecoverableRead
+        naming the first logical block of the first row that could not be rebuilt (for a P/Q row,
+        the row's first data block); everything before it was rebuilt. A DriveError writing the
+        member being rebuilt propagates.
+        """
+        rows = self._rows(offset, length)
+        self._dropped = set()
+        if self.level is RaidLevel.RAID0:
+            raise VolumeFailed("RAID 0 has no redundancy to rebuild from")
+        lost = self._lost() | {member}
+        if not self._survives(lost):
+            raise VolumeFailed(f"cannot rebuild member {member}: members {sorted(lost)} are gone")
+        bs = self.block_size
+        for s, a, b in rows:
+            roles = self.layout.roles(s)
+            moff = s * self.stripe_unit + a
+            try:
+                buf = self._content(member, s, roles, a, b)
+            except _RowLost:
+                role, j = roles.role_of(member)
+                for o in range(a, b, bs):
+                    try:
+                        blk = self._content(member, s, roles, o, o + bs)
+                    except _RowLost:
+                        raise UnrecoverableRead(self._lba(s, j if role == "data" else 0, o)) from None
+                    self.members[member].write(self.base_offset + moff + o - a, blk)
+                continue
+            self.members[member].write(self.base_offset + moff, buf)
+
+    def resync_region(self, offset: int, length: int) -> None:
+        """Recompute the redundancy (P/Q, or mirror copies from the primary) of extent rows
+        [offset, offset+length), e.g. to initialise parity over drives with stale contents."""
+        rows = self._rows(offset, length)
+        self._dropped = set()
+        self._check_alive()
+        if self.level is RaidLevel.RAID0:
+            return
+        for s, a, b in rows:
+            roles = self.layout.roles(s)
+            moff = s * self.stripe_unit + a
+            n = b - a
+            if self.level in MIRRORED:
+                for j, holders in enumerate(roles.data):
+                    src = next((c for c in holders if self._readable(c, moff, n)), None)
+                    if src is None:
+                        continue
+                    try:
+                        buf = self._read(src, moff, n)
+                    except DriveError:
+                        raise UnrecoverableRead(self._lba(s, j, a)) from None
+                    for c in holders:
+                        if c != src and self._writable(c):
+                            self._write_member(c, moff, buf)
+                continue
+            try:
+                row = self._gather_row(s, roles, a, b)
+            except _RowLost:
+                raise UnrecoverableRead(self._lba(s, 0, a)) from None
+            names = [name for name, m in (("p", roles.p), ("q", roles.q)) if m is not None and self._writable(m)]
+            values = self._parity_of(row, names) if names else {}
+            for name in names:
+                m = roles.p if name == "p" else roles.q
+                assert m is not None
+                self._write_member(m, moff, values[name])
+
+
+def restripe(old: RaidVolume, new: RaidVolume, start_lba: int, max_blocks: int) -> int:
+    """Move logical blocks from `start_lba` from the `old` layout to the `new` one; return the new
+    watermark (the first block not yet moved).
+
+    For capacity expansion: `new` is the same logical drive over the old members plus the
+    added ones (same order, added ones last), possibly at another base_offset. The controller
+    keeps a watermark starting at 0 and calls this repeatedly; host I/O below the watermark
+    goes to `new`, at or above it to `old`. Each step moves whole stripes of the new layout
+    (at least one, about `max_blocks` blocks), written as full stripes so parity is computed
+    from the data alone. A step that would overwrite old-layout rows still holding blocks
+    not yet moved raises ValueError (e.g. a level migration that needs more room per member;
+    those must move top-down or through a backup area, which this helper does not do).
+    """
+    if old.block_size != new.block_size or old.num_blocks != new.num_blocks:
+        raise ValueError("old and new layouts must describe the same logical drive")
+    bs = new.block_size
+    per = new.layout.stripe_data_bytes // bs
+    if start_lba % per and start_lba != new.num_blocks:
+        raise ValueError(f"watermark {start_lba} is not on a stripe boundary of the new layout ({per} blocks)")
+    if start_lba >= new.num_blocks:
+        return new.num_blocks
+    end = min(new.num_blocks, start_lba + max(1, max_blocks // per) * per)
+    if not restripe_safe(old, new, start_lba, end):
+        raise ValueError(f"restriping blocks {start_lba}..{end} would overwrite old-layout data not yet moved")
+    data = old.read(start_lba, end - start_lba)
+    new._dropped = set()
+    new._check_alive()
+    new._write_bytes(start_lba * bs, memoryview(data), force_rcw=True)
+    return end
+
+
+def restripe_safe(old: RaidVolume, new: RaidVolume, start: int, end: int) -> bool:
+    """Whether the member rows `new` writes for blocks [start, end) hold no old-layout data >= end
+    (assumes `new.members[:len(old.members)]` are the old members, in the same order)."""
+    bs = new.block_size
+    sdb_new = new.layout.stripe_data_bytes
+    s_a = start * bs // sdb_new
+    s_b = -(-end * bs // sdb_new)
+    lo = new.base_offset + s_a * new.stripe_unit
+    hi = new.base_offset + s_b * new.stripe_unit
+    old_lo, old_hi = old.base_offset, old.base_offset + old.per_member_bytes
+    if hi <= old_lo or lo >= old_hi:
+        return True
+    os_b = -(-(min(hi, old_hi) - old.base_offset) // old.stripe_unit)
+    return min(os_b * old.layout.stripe_data_bytes, old.size_bytes) <= end * bs
