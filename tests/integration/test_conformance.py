@@ -23,14 +23,24 @@ def _summary(text: str, who: str) -> dict[str, int]:
     return dict(zip(("tests", "pass", "skip", "fail"), map(int, m.groups()), strict=True))
 
 
-def test_conformance_vs_tgt(tmp_path: Path) -> None:
+LAYOUTS = {
+    # a logical drive straight on one (thin, sparse) drive: UNMAP and friends are offered
+    "single-drive": '[[shelf.logical_drives]]\nlun = 1\nbay = 1\nsize = "1GiB"\n',
+    # the product's real data path: RAID 5 over four drives
+    "raid5": ('[shelf]\ndrive_size = "2GiB"\n[[shelf.arrays]]\nname = "A"\nbays = [1, 2, 3, 4]\n'
+              '[[shelf.logical_drives]]\nlun = 1\narray = "A"\nraid = "5"\nsize = "1GiB"\n'),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_conformance_vs_tgt(tmp_path: Path, layout: str) -> None:
     need("iscsi-test-cu")
     need("tgtd")
     tool = SHARED_TOOLS / "conformance"
     if not tool.exists():
         pytest.fail(f"{tool} missing (shared/tools is laid beside the checkout)")
     cfg = tmp_path / "conf.toml"
-    cfg.write_text('[[shelf.logical_drives]]\nlun = 1\nbay = 1\nsize = "1GiB"\n')
+    cfg.write_text(LAYOUTS[layout])
     arr = start_array(tmp_path / "state", cfg)
     ours_log = tmp_path / "ours.log"
     try:
