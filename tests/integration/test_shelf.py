@@ -206,3 +206,21 @@ def test_latency_injection_slows_that_units_commands(shelf: RunningArray) -> Non
     assert ini.test_unit_ready(1).status == 0
     ini.logout()
     assert held >= 0.3  # a lower bound: the injected fault, not a speed goal
+
+
+def test_extend_and_expand_keep_data_and_show_new_capacity(shelf: RunningArray) -> None:
+    ctl(shelf, 'ADD UNIT 7 DATA="DISK13-DISK14" RAID_LEVEL=1 SIZE=32MB')
+    url = shelf.url(1, 7)
+    assert qemu_io(url, "write -P 0x71 0 32M").returncode == 0
+    ctl(shelf, "EXTEND UNIT 7 SIZE=48MB")
+    cap = subprocess.run([need("iscsi-readcapacity16"), url], capture_output=True, text=True, timeout=30,
+                         check=False)
+    assert f"Total size:{48 << 20}" in cap.stdout, cap.stdout
+    bad = ctl(shelf, 'EXPAND UNIT 7 DATA="DISK12"', ok=False)  # 1+0 grows by mirror pairs
+    assert bad.returncode == 1 and "RAID 10 needs at least 4 members" in bad.stderr
+    ctl(shelf, 'EXPAND UNIT 7 DATA="DISK11-DISK12"')
+    u = wait_unit(shelf, 7, "ok")
+    r = qemu_io(url, "read -P 0x71 0 32M", "read -P 0 32M 16M")
+    assert r.returncode == 0 and "Pattern verification failed" not in r.stdout, r.stdout + r.stderr
+    assert sorted(u["bays"]) == [11, 12, 13, 14] and u["raid"] == "1+0"
+    ctl(shelf, "DELETE UNIT 7")
