@@ -24,7 +24,7 @@ def _summary(text: str, who: str) -> dict[str, int]:
 
 
 LAYOUTS = {
-    # a logical drive straight on one (thin, sparse) drive: UNMAP and friends are offered
+    # a logical drive on a single drive (RAID 0 of one)
     "single-drive": '[[shelf.logical_drives]]\nlun = 1\nbay = 1\nsize = "1GiB"\n',
     # the product's real data path: RAID 5 over four drives
     "raid5": ('[shelf]\ndrive_size = "2GiB"\n[[shelf.arrays]]\nname = "A"\nbays = [1, 2, 3, 4]\n'
