@@ -20,6 +20,25 @@ Sense data chosen for a failed logical drive (see ARCHITECTURE "Errors are answe
 - the command during which the unit fails: HARDWARE ERROR, 3E/01 LOGICAL UNIT FAILURE;
 - a read the redundancy cannot cover: MEDIUM ERROR, 11/00 UNRECOVERED READ ERROR, with the
   first bad LBA in the INFORMATION field.
+
+The array accelerator (firmware_model.cache, one cache shared by all logical drives) and its
+battery (firmware_model.battery):
+- write-back while the cache is enabled, its write share is above 0 % and the battery is ok
+  (or "no-battery write cache" is forced on); otherwise everything is destaged and the cache
+  writes through. The caching page's WCE follows the controller: it reads 0 and is not
+  changeable while the cache writes through; the host's own WCE choice (MODE SELECT) is kept
+  and applies again with write-back (effective write-back = host WCE and controller
+  write-back). Each logical drive whose WCE changed queues MODE PARAMETERS CHANGED (2A/01)
+  for every I_T nexus.
+- power off: logical drives answer NOT READY 04/00 (the process drops the connections too);
+  power on: the cache replays what the battery kept, every nexus gets POWER ON (29/00) first
+  (SAM priority), then media access answers NOT READY 04/01 BECOMING READY for the spin-up time.
+- unwritten cache data lost (a cut longer than the hold-up, no battery with write-back forced,
+  a logical drive that failed before its data was destaged): event CACHE_DATA_LOST naming LUNs
+  and block counts, and each affected logical drive reports, once to every I_T nexus, a deferred
+  error (response code 71h/73h, SPC-4 4.5.5: an error of an earlier, acknowledged command):
+  MEDIUM ERROR 0C/00 WRITE ERROR with the first lost LBA in INFORMATION. Linux logs it and
+  retries the command that received it. The product's agents showed this as "Bad Data".
 """
 
 from __future__ import annotations
@@ -34,6 +53,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
+from .battery import Battery, BatteryState
+from .cache import CACHE_FILE, RATIOS, CachedVolume, CacheError, CacheSettings, WriteCache
 from .clock import Clock, MonotonicClock
 from .enclosure import (
     BAY_COUNT,
@@ -63,7 +84,7 @@ from .raid.volume import RaidVolume, restripe, restripe_safe
 from .scsi.constants import SenseKey
 from .scsi.errors import ScsiError
 from .scsi.identity import TargetIdentity, naa5
-from .scsi.sbc import CACHE_BYTES, BlockUnit
+from .scsi.sbc import BlockUnit
 from .scsi.target import ScsiTarget
 from .scsi.units import ControllerUnit
 
@@ -137,6 +158,22 @@ def unit_offline_sense() -> ScsiError:
     return ScsiError(SenseKey.NOT_READY, 0x04, 0x03)
 
 
+def becoming_ready_sense() -> ScsiError:
+    """NOT READY 04/01 IN PROCESS OF BECOMING READY: drives spinning up after power on."""
+    return ScsiError(SenseKey.NOT_READY, 0x04, 0x01)
+
+
+def powered_off_sense() -> ScsiError:
+    """NOT READY 04/00: the shelf has no power (the process drops connections anyway)."""
+    return ScsiError(SenseKey.NOT_READY, 0x04, 0x00)
+
+
+def cache_data_lost_sense(lba: int) -> ScsiError:
+    """MEDIUM ERROR 0C/00 WRITE ERROR, reported as a deferred error: acknowledged writes
+    from the cache were lost; INFORMATION holds the first lost LBA."""
+    return ScsiError(SenseKey.MEDIUM_ERROR, 0x0C, 0x00, info=lba)
+
+
 def unrecovered_read(lba: int) -> ScsiError:
     """MEDIUM ERROR 11/00 with the first bad LBA in the INFORMATION field."""
     return ScsiError(SenseKey.MEDIUM_ERROR, 0x11, 0x00, info=lba)
@@ -200,6 +237,7 @@ class ShelfSpec:
     product: str = "MSA500"
     firmware: str = "2.10"
     rebuild_priority: str = "high"
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     def layout(self) -> tuple[list[ArraySpec], list[LogicalDriveSpec]]:
         if self.luns:
@@ -493,6 +531,7 @@ class Controller:
         self._pending_member_errors: list[_MemberErr] = []
         self._closed = False
         nvram = self._load_nvram()
+        self._open_cache(nvram)
         self._open(nvram)
         serial = self.cfg.serial
         target_name = f"iqn.2003-04.com.hp:msa500.{serial.lower()}"
@@ -509,6 +548,8 @@ class Controller:
         for lun in sorted(self.lds):
             self._attach_unit(self.lds[lun])
         self._refresh(quiet=True)
+        self._replay_cache()  # before any logical drive answers a command
+        self._apply_cache_mode(quiet=True)
         self._activate_spares()  # commits: a new generation on every drive
         self.controller.power_on()
         self.log.emit(EventCode.CONTROLLER_STARTED, f"MSA500 {serial} firmware {self.cfg.firmware} started")
@@ -716,8 +757,11 @@ class Controller:
     def _attach_unit(self, ld: LogicalDrive) -> None:
         ld.view = LdVolume(self, ld)
         serial = self.cfg.serial
-        ld.unit = BlockUnit(ld.view, ld.cfg.name or f"Logical Drive {ld.cfg.lun}",
-                            f"{serial}L{ld.cfg.lun:02d}", cache_bytes=CACHE_BYTES)
+        ld.unit = BlockUnit(CachedVolume(self.cache, ld.cfg.lun, ld.view),
+                            ld.cfg.name or f"Logical Drive {ld.cfg.lun}",
+                            f"{serial}L{ld.cfg.lun:02d}", cache_bytes=self.cache.slots * 4096)
+        if not self.cache.write_back:
+            ld.unit.mode.set_write_cache_available(False)
         self.controller.add_lun(ld.cfg.lun, ld.unit)
 
     # ============================================================ states
@@ -757,7 +801,7 @@ class Controller:
                 ld.cfg.failed = True
                 changed = True
             if ld.unit is not None:
-                ld.unit.not_ready_reason = unit_offline_sense() if new is UnitState.FAILED else None
+                ld.unit.not_ready_reason = self._not_ready(new)
             if new is not ld.state:
                 old = ld.state
                 ld.state = new
@@ -825,6 +869,8 @@ class Controller:
             },
             "faults": faults,
             "config": cfg.to_dict(),
+            "cache": self.cache_cfg.to_dict(),
+            "battery": self.battery.to_dict(self.clock.now()),
         }
         tmp = self.nvram_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -994,9 +1040,20 @@ class Controller:
     # ============================================================ background work
     def next_deadline(self) -> float | None:
         """When `advance` next has work to do (None: nothing pending)."""
-        if self._closed or not self._has_work():
+        if self._closed or not self._powered:
             return None
-        return self._next_step
+        due: list[float] = []
+        if self._has_work():
+            due.append(self._next_step)
+        d = self.cache.next_deadline()
+        if d is not None:
+            due.append(d)
+        d = self.battery.next_change(self.clock.now())
+        if d is not None:
+            due.append(d)
+        if self._spinup_until is not None:
+            due.append(self._spinup_until)
+        return min(due) if due else None
 
     def _has_work(self) -> bool:
         for arr in self.arrays.values():
@@ -1016,8 +1073,9 @@ class Controller:
 
     def advance(self, now: float) -> None:
         """Run the background steps due by `now` (a bounded amount of work per call)."""
-        if self._closed:
+        if self._closed or not self._powered:
             return
+        self._cache_advance(now)
         chunk, interval, max_steps = PACE[RebuildPriority(self.cfg.rebuild_priority)]
         steps = 0
         while steps < max_steps and now >= self._next_step and self._has_work():
@@ -1234,7 +1292,7 @@ class Controller:
             "serial": self.identity.serial,
             "firmware": self.identity.revision,
             "target_name": self.identity.target_name,
-            "cache_bytes": CACHE_BYTES,
+            "cache_bytes": self.cache.slots * 4096,
             "bays": BAY_COUNT,
             "ports": PORT_COUNT,
             "drives": len(present),
@@ -1251,6 +1309,9 @@ class Controller:
                 for lun, ld in sorted(self.lds.items())
             ],
             "state_dir": str(self.state_dir),
+            "powered": self._powered,
+            "cache": self.cache_stats(),
+            "battery": self.battery.describe(self.clock.now()),
         }
 
     def _role(self, d: Drive) -> tuple[str, str | None]:
@@ -1500,6 +1561,7 @@ class Controller:
         self.lds[lun] = ld
         self._make_volume(ld)
         self._zero(arr, start, ld.volume.per_member_bytes)
+        self.cache.drop_lun(lun)  # nothing of an earlier logical drive with this LUN
         self._attach_unit(ld)
         self.log.emit(EventCode.UNIT_CREATED,
                       f"logical drive {lun} ({ldc.name}): RAID {raid_label(level)}, {size} bytes, stripe "
@@ -1514,6 +1576,7 @@ class Controller:
         if arr.cfg.expand is not None:
             raise ControllerError(f"array {arr.name} is expanding; wait until it completes")
         self.controller.remove_lun(lun)
+        self.cache.detach(lun)
         del self.lds[lun]
         self.cfg.lds = [x for x in self.cfg.lds if x.lun != lun]
         self.log.emit(EventCode.UNIT_DELETED, f"logical drive {lun} ({ld.cfg.name}) deleted",
@@ -1801,8 +1864,314 @@ class Controller:
             self.log.emit(EventCode.TEMPERATURE, f"enclosure temperature {celsius} C: {what}", severity=sev)
         self._save_nvram()
 
+    # ============================================================ cache, battery, power
+    def _open_cache(self, nvram: dict[str, Any] | None) -> None:
+        """Settings (NVRAM first, else the spec), the battery, and the mapped cache file."""
+        raw = (nvram or {}).get("cache")
+        base = self.spec.cache
+        self.cache_cfg = CacheSettings.from_dict(raw, base) if isinstance(raw, dict) else \
+            CacheSettings.from_dict(base.to_dict())
+        self._check_cache_cfg(self.cache_cfg)
+        now = self.clock.now()
+        b = (nvram or {}).get("battery") or {}
+        self.battery = Battery(now, holdup_s=self.cache_cfg.holdup_s, charge_s=self.cache_cfg.charge_s,
+                               charge=float(b.get("charge", 100.0)), failed=bool(b.get("failed", False)),
+                               missing=bool(b.get("missing", False)), low=bool(b.get("low", False)))
+        self._battery_state = self.battery.state(now)
+        self._powered = True
+        self._off_at = 0.0
+        self._holdup_at_off = 0.0
+        self._spinup_until: float | None = None
+        self._cache_why = ""
+        self.data_lost: dict[int, int] = {}
+        path = self.state_dir / CACHE_FILE
+        try:
+            self.cache = WriteCache(path, self.cache_cfg.size_mb * MIB, self.clock,
+                                    ratio_read_percent=self.cache_cfg.ratio_read_percent)
+        except (CacheError, OSError) as exc:
+            raise ShelfError(f"cache file {path}: {exc}") from exc
+
+    @staticmethod
+    def _check_cache_cfg(c: CacheSettings) -> None:
+        if not isinstance(c.size_mb, int) or not 1 <= c.size_mb <= 1024:
+            raise ShelfError(f"cache size {c.size_mb} MB: 1..1024 (the MSA500 has 128 or 256)")
+        if c.ratio_read_percent not in RATIOS:
+            raise ShelfError(f"cache ratio {c.ratio_read_percent}: read share 0, 25, 50, 75 or 100 %")
+        for name in ("holdup_s", "charge_s", "spinup_s"):
+            v = getattr(c, name)
+            if not isinstance(v, int | float) or v < 0:
+                raise ShelfError(f"cache setting {name} {v!r}: seconds, not negative")
+
+    def _replay_cache(self) -> None:
+        """What the cache file still holds (a crash, a power cut) goes to the drives now."""
+        cache = self.cache
+        held = cache.dirty_luns()
+        if cache.torn or cache.superseded or held:
+            blocks = cache.dirty_bytes // BLOCK_SIZE
+            for lun in [x for x in held if x not in self.lds]:
+                lost = cache.drop_lun(lun)
+                self.log.emit(EventCode.CACHE_DATA_LOST,
+                              f"cache held {lost} blocks for LUN {lun}, which no longer exists", lun=lun)
+            cache.destage_all()
+            for lun, exc in sorted(cache.errors.items()):
+                self._cache_lost({lun: self._drop_failed(lun)}, f"cannot be written ({exc})")
+            cache.errors.clear()
+            per_lun = ", ".join(f"LUN {x}: {n} lines" for x, n in sorted(held.items())) or "nothing held"
+            self.log.emit(EventCode.CACHE_REPLAYED,
+                          f"cache replayed {blocks} blocks to the drives ({per_lun}); "
+                          f"{cache.torn} torn slots ignored")
+            for d in self.enclosure.present():
+                d.flush()
+        if cache.slots != cache.want_slots and not cache.dirty_lines:
+            cache.resize(cache.want_slots * 4096)
+
+    def _drop_failed(self, lun: int) -> tuple[int, int]:
+        first = min((k & ((1 << 48) - 1)) * 8 for k in self.cache._dirty if k >> 48 == lun) \
+            if self.cache.dirty_luns().get(lun) else 0
+        return self.cache.drop_lun(lun), first
+
+    def _cache_lost(self, lost: dict[int, tuple[int, int]], why: str) -> None:
+        """Acknowledged writes are gone: one event, and a deferred error on each LUN hit."""
+        lost = {lun: v for lun, v in lost.items() if v[0]}
+        if not lost:
+            return
+        text = ", ".join(f"LUN {lun}: {n} blocks from LBA {first}" for lun, (n, first) in sorted(lost.items()))
+        self.log.emit(EventCode.CACHE_DATA_LOST, f"unwritten cache data lost ({why}): {text}",
+                      lun=next(iter(lost)) if len(lost) == 1 else None)
+        for lun, (n, first) in lost.items():
+            self.data_lost[lun] = self.data_lost.get(lun, 0) + n
+            ld = self.lds.get(lun)
+            if ld is not None and ld.unit is not None:
+                ld.unit.set_deferred_error(cache_data_lost_sense(first))
+
+    def _not_ready(self, state: UnitState) -> ScsiError | None:
+        if state is UnitState.FAILED:
+            return unit_offline_sense()
+        if not self._powered:
+            return powered_off_sense()
+        if self._spinup_until is not None:
+            return becoming_ready_sense()
+        return None
+
+    def _update_ready(self) -> None:
+        for ld in self.lds.values():
+            if ld.unit is not None:
+                ld.unit.not_ready_reason = self._not_ready(ld.state)
+
+    def _cache_mode(self) -> tuple[bool, str]:
+        """(write-back?, why) from the settings and the battery."""
+        c = self.cache_cfg
+        if not c.enabled:
+            return False, "cache disabled"
+        if not self.cache.can_write_back:
+            return False, "write share 0 %"
+        st = self.battery.state(self.clock.now())
+        if st is not BatteryState.OK:
+            if c.force_write_back:
+                return True, f"write-back forced on, battery {st.value}"
+            return False, f"battery {st.value}"
+        return True, "battery ok"
+
+    def _apply_cache_mode(self, quiet: bool = False) -> None:
+        """Switch write-back/write-through when the reasons say so; hosts see WCE change."""
+        wb, why = self._cache_mode()
+        self._cache_why = why
+        self.cache.set_read_cache(self.cache_cfg.enabled)
+        if not self.cache_cfg.enabled:
+            self.cache.drop_clean()
+        if wb == self.cache.write_back:
+            return
+        if not wb:
+            self.cache.destage_all()  # write-through from now on: nothing may stay behind
+        self.cache.write_back = wb
+        for lun, ld in sorted(self.lds.items()):
+            if ld.unit is not None and ld.unit.mode.set_write_cache_available(wb) and not quiet:
+                self.controller.establish_unit_attention(lun, 0x2A01)  # MODE PARAMETERS CHANGED
+        if not quiet:
+            if wb:
+                self.log.emit(EventCode.CACHE_WRITE_BACK, f"cache is write-back ({why})")
+            else:
+                self.log.emit(EventCode.CACHE_WRITE_THROUGH, f"cache is write-through ({why})")
+
+    def _cache_advance(self, now: float) -> None:
+        if self._spinup_until is not None and now >= self._spinup_until:
+            self._spinup_until = None
+            self._update_ready()
+        st = self.battery.state(now)
+        if st is not self._battery_state:
+            self.battery.refresh(now)
+            self._battery_state = st
+            if st is BatteryState.OK:
+                self.log.emit(EventCode.BATTERY_CHARGED, "cache battery charged")
+            self._apply_cache_mode()
+            self._save_nvram()
+        due = self.cache.next_deadline()
+        if due is not None and now >= due:
+            self.cache.step()
+            for lun in list(self.cache.errors):
+                ld = self.lds.get(lun)
+                if ld is None or ld.state is UnitState.FAILED:
+                    self._cache_lost({lun: self._drop_failed(lun)}, f"logical drive {lun} failed")
+                    self.cache.errors.pop(lun, None)
+
+    @property
+    def powered(self) -> bool:
+        return self._powered
+
+    def _need_power(self, what: str) -> None:
+        if not self._powered:
+            raise ControllerError(f"{what}: the shelf is powered off")
+
+    def set_cache(self, enabled: bool | None = None, ratio_read_percent: int | None = None,
+                  size_mb: int | None = None, force_write_back: bool | None = None) -> dict[str, Any]:
+        """ACU's array accelerator settings: enable/disable, read/write ratio, size, no-battery write cache."""
+        self._need_power("set cache")
+        if enabled is None and ratio_read_percent is None and size_mb is None and force_write_back is None:
+            raise ControllerError("set cache: nothing to change (enabled, ratio, size)")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise ControllerError(f"set cache: enabled {enabled!r} is true or false")
+        if force_write_back is not None and not isinstance(force_write_back, bool):
+            raise ControllerError(f"set cache: force_write_back {force_write_back!r} is true or false")
+        if ratio_read_percent is not None and (not isinstance(ratio_read_percent, int)
+                                               or ratio_read_percent not in RATIOS):
+            raise ControllerError(f"cache ratio {ratio_read_percent}: the read share is 0, 25, 50, 75 or 100 %")
+        if size_mb is not None and (not isinstance(size_mb, int) or not 1 <= size_mb <= 1024):
+            raise ControllerError(f"cache size {size_mb} MB: 128 or 256 (1..1024 allowed)")
+        resize = size_mb is not None and size_mb * MIB != self.cache.slots * 4096
+        will_flush = enabled is False or ratio_read_percent == 100
+        if resize and self.cache.dirty_lines and not will_flush:
+            raise ControllerError(f"the cache holds {self.cache.dirty_bytes} bytes not yet written to the drives; "
+                                  "disable it first (the data is written out), then change the size")
+        c = self.cache_cfg
+        changes: list[str] = []
+        if enabled is not None and enabled != c.enabled:
+            c.enabled = enabled
+            changes.append("enabled" if enabled else "disabled")
+        if force_write_back is not None and force_write_back != c.force_write_back:
+            c.force_write_back = force_write_back
+            changes.append(f"no-battery write cache {'on' if force_write_back else 'off'}")
+        self._apply_cache_mode()
+        if ratio_read_percent is not None and ratio_read_percent != c.ratio_read_percent:
+            self.cache.set_ratio(ratio_read_percent)
+            c.ratio_read_percent = ratio_read_percent
+            changes.append(f"ratio {ratio_read_percent}% read / {100 - ratio_read_percent}% write")
+            self._apply_cache_mode()
+        if resize and size_mb is not None:
+            try:
+                self.cache.resize(size_mb * MIB)
+            except CacheError as exc:
+                raise ControllerError(str(exc)) from None
+            c.size_mb = size_mb
+            for ld in self.lds.values():
+                if ld.unit is not None:
+                    ld.unit.cache_bytes = size_mb * MIB
+            changes.append(f"size {size_mb} MB")
+        if changes:
+            self.log.emit(EventCode.CACHE_SETTINGS, f"cache settings: {', '.join(changes)}")
+            self._save_nvram()
+        return self.cache_stats()
+
+    def fault_battery(self, action: str) -> dict[str, Any]:
+        """Battery faults: fail, remove, low, restore (a new pack that then charges)."""
+        act = str(action).lower()
+        now = self.clock.now()
+        b = self.battery
+        if act == "fail":
+            if b.failed or b.missing:
+                raise ControllerError(f"the battery is already {b.state(now).value}")
+            b.fail(now)
+            self.log.emit(EventCode.BATTERY_FAILED, "cache battery failed")
+        elif act == "remove":
+            if b.missing:
+                raise ControllerError("the battery is already removed")
+            b.remove(now)
+            self.log.emit(EventCode.BATTERY_REMOVED, "cache battery removed")
+        elif act == "low":
+            if b.failed or b.missing:
+                raise ControllerError(f"the battery is {b.state(now).value}")
+            b.set_low(now)
+            self.log.emit(EventCode.BATTERY_LOW, f"cache battery charge low ({b.charge(now):.0f} %)")
+        elif act == "restore":
+            if not (b.failed or b.missing or b.low):
+                raise ControllerError("the battery has no fault to restore")
+            b.restore(now)
+            self.log.emit(EventCode.BATTERY_RESTORED, "cache battery installed; charging")
+        else:
+            raise ControllerError(f"battery action {action!r}: fail, remove, low or restore")
+        self._battery_state = b.state(now)
+        if self._powered:
+            self._apply_cache_mode()
+        self._save_nvram()
+        return b.describe(now)
+
+    def power_off(self, now: float | None = None) -> dict[str, Any]:
+        """A power cut: nothing is written out; the battery keeps the cache (and drains)."""
+        if not self._powered:
+            raise ControllerError("the shelf is already powered off")
+        t = self.clock.now() if now is None else now
+        self._holdup_at_off = self.battery.holdup_left(t)
+        self.battery.power_off(t)
+        self._powered = False
+        self._off_at = t
+        self._spinup_until = None
+        self._update_ready()
+        dirty = self.cache.dirty_bytes
+        self.log.emit(EventCode.SHELF_POWER_OFF,
+                      f"shelf powered off; {dirty} bytes of unwritten cache data held by the battery "
+                      f"({self.battery.state(t).value}, up to {self._holdup_at_off:.0f} s)")
+        return {"powered": False, "dirty_bytes": dirty, "holdup_seconds": self._holdup_at_off}
+
+    def power_on(self, now: float | None = None) -> dict[str, Any]:
+        """Power back: the cache replays what the battery kept (or reports the loss), drives spin up."""
+        if self._powered:
+            raise ControllerError("the shelf is already powered on")
+        t = self.clock.now() if now is None else now
+        off = max(0.0, t - self._off_at)
+        self.battery.power_on(t)
+        held = self.battery.holdup_left(t) > 0 and off <= self._holdup_at_off
+        self._powered = True
+        self.data_lost = {}
+        self.controller.power_on()  # every nexus seen next gets POWER ON (29/00)
+        for ld in self.lds.values():
+            if ld.unit is not None:
+                ld.unit.set_deferred_error(None)
+        if not held:
+            why = (f"the battery held the cache for at most {self._holdup_at_off:.0f} s, power was off "
+                   f"{off:.0f} s") if self._holdup_at_off > 0 else f"battery {self.battery.state(t).value}"
+            self._cache_lost(self.cache.drop_all(), why)
+        else:
+            self._replay_cache()
+        spin = float(self.cache_cfg.spinup_s)
+        self._spinup_until = t + spin if spin > 0 else None
+        self._battery_state = self.battery.state(t)
+        self._update_ready()
+        self._apply_cache_mode()
+        self.log.emit(EventCode.SHELF_POWER_ON, f"shelf powered on after {off:.0f} s; drives spin up for {spin:.0f} s")
+        self._save_nvram()
+        return {"powered": True, "off_seconds": off, "data_lost": dict(self.data_lost)}
+
+    def cache_stats(self) -> dict[str, Any]:
+        now = self.clock.now()
+        s = self.cache.stats()
+        s.update({
+            "enabled": self.cache_cfg.enabled,
+            "size_mb": s["size_bytes"] // MIB,
+            "state": "write-back" if self.cache.write_back else "write-through",
+            "reason": self._cache_why,
+            "force_write_back": self.cache_cfg.force_write_back,
+            "battery": self.battery.state(now).value,
+            "battery_charge_percent": round(self.battery.charge(now), 1),
+            "holdup_seconds": round(self.battery.holdup_left(now), 1),
+            "data_lost_blocks": {str(k): v for k, v in sorted(self.data_lost.items())},
+            "powered": self._powered,
+        })
+        return s
+
     # ============================================================ lifecycle
     def flush(self) -> None:
+        """Everything the cache holds to the drives, and the drives to stable storage."""
+        if self._powered:
+            self.cache.destage_all()
         for d in self.enclosure.present():
             d.flush()
 
@@ -1811,6 +2180,7 @@ class Controller:
             return
         self._save_nvram()
         self.flush()
+        self.cache.close()
         self.enclosure.close()
         self._closed = True
 

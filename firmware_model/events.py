@@ -64,6 +64,18 @@ class EventCode(StrEnum):
     FAN_FAILED = "FAN_FAILED"
     FAN_RESTORED = "FAN_RESTORED"
     TEMPERATURE = "TEMPERATURE"
+    CACHE_REPLAYED = "CACHE_REPLAYED"
+    CACHE_DATA_LOST = "CACHE_DATA_LOST"
+    CACHE_WRITE_BACK = "CACHE_WRITE_BACK"
+    CACHE_WRITE_THROUGH = "CACHE_WRITE_THROUGH"
+    CACHE_SETTINGS = "CACHE_SETTINGS"
+    BATTERY_FAILED = "BATTERY_FAILED"
+    BATTERY_REMOVED = "BATTERY_REMOVED"
+    BATTERY_LOW = "BATTERY_LOW"
+    BATTERY_RESTORED = "BATTERY_RESTORED"
+    BATTERY_CHARGED = "BATTERY_CHARGED"
+    SHELF_POWER_OFF = "SHELF_POWER_OFF"
+    SHELF_POWER_ON = "SHELF_POWER_ON"
 
 
 # code -> (default severity, what it means). Alerts and the web page read this table.
@@ -102,6 +114,18 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.FAN_FAILED: (Severity.CRITICAL, "a fan failed"),
     EventCode.FAN_RESTORED: (Severity.INFO, "a fan is working again"),
     EventCode.TEMPERATURE: (Severity.WARNING, "the enclosure temperature changed band"),
+    EventCode.CACHE_REPLAYED: (Severity.INFO, "unwritten data held in the cache was written to the drives"),
+    EventCode.CACHE_DATA_LOST: (Severity.CRITICAL, "acknowledged writes held in the cache were lost"),
+    EventCode.CACHE_WRITE_BACK: (Severity.INFO, "the cache is write-back again"),
+    EventCode.CACHE_WRITE_THROUGH: (Severity.WARNING, "the cache switched to write-through"),
+    EventCode.CACHE_SETTINGS: (Severity.INFO, "the cache settings changed"),
+    EventCode.BATTERY_FAILED: (Severity.CRITICAL, "the cache battery failed"),
+    EventCode.BATTERY_REMOVED: (Severity.CRITICAL, "the cache battery was removed"),
+    EventCode.BATTERY_LOW: (Severity.WARNING, "the cache battery charge is low"),
+    EventCode.BATTERY_RESTORED: (Severity.INFO, "a cache battery was installed; it charges"),
+    EventCode.BATTERY_CHARGED: (Severity.INFO, "the cache battery is charged"),
+    EventCode.SHELF_POWER_OFF: (Severity.CRITICAL, "the shelf lost power"),
+    EventCode.SHELF_POWER_ON: (Severity.INFO, "the shelf is powered again"),
 }
 
 

@@ -99,12 +99,15 @@ def _ctl(args: argparse.Namespace) -> int:
         reason = getattr(exc, "reason", exc)
         print(f"msa500-emu ctl: cannot reach the array at {base}: {reason}", file=sys.stderr)
         return 3
-    if args.json:
-        print(json.dumps(body, indent=2))
-    elif body.get("ok"):
-        print(body.get("text", ""))
-    else:
-        print(f"msa500-emu ctl: {body.get('error', 'command failed')}", file=sys.stderr)
+    try:
+        if args.json:
+            print(json.dumps(body, indent=2))
+        elif body.get("ok"):
+            print(body.get("text", ""))
+        else:
+            print(f"msa500-emu ctl: {body.get('error', 'command failed')}", file=sys.stderr)
+    except BrokenPipeError:  # `ctl ... | head`
+        sys.stderr.close()
     return 0 if body.get("ok") else 1
 
 

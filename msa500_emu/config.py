@@ -159,7 +159,7 @@ def _drive_size(value: Any, what: str) -> int:
 
 
 def _shelf(table: dict[str, Any]) -> ShelfSpec:
-    _take(table, {"serial", "drive_size", "drive_sizes", "arrays", "logical_drives", "rebuild_priority"},
+    _take(table, {"serial", "drive_size", "drive_sizes", "arrays", "logical_drives", "rebuild_priority", "cache"},
           "shelf")
     spec = ShelfSpec()
     if "serial" in table:
@@ -180,6 +180,8 @@ def _shelf(table: dict[str, Any]) -> ShelfSpec:
         if prio not in ("high", "medium", "low"):
             raise ConfigError("shelf.rebuild_priority: high, medium or low")
         spec.rebuild_priority = prio
+    if "cache" in table:
+        _cache(_typed(table, "cache", dict, "shelf"), spec)
     if "arrays" in table:
         spec.arrays = []
         for i, arr in enumerate(_typed(table, "arrays", list, "shelf")):
@@ -237,6 +239,31 @@ def _shelf(table: dict[str, Any]) -> ShelfSpec:
     except ShelfError as exc:
         raise ConfigError(f"shelf: {exc}") from exc
     return spec
+
+
+def _cache(table: dict[str, Any], spec: ShelfSpec) -> None:
+    """[shelf.cache]: the array accelerator as built (later changes go through SET CACHE)."""
+    where = "shelf.cache"
+    _take(table, {"size_mb", "ratio_read_percent", "enabled", "force_write_back", "holdup_s", "charge_s",
+                  "spinup_s"}, where)
+    c = spec.cache
+    if "size_mb" in table:
+        c.size_mb = _typed(table, "size_mb", int, where)
+        if c.size_mb not in (128, 256):
+            raise ConfigError(f"{where}.size_mb: 128 or 256 (the MSA500's cache modules)")
+    if "ratio_read_percent" in table:
+        c.ratio_read_percent = _typed(table, "ratio_read_percent", int, where)
+        if c.ratio_read_percent not in (0, 25, 50, 75, 100):
+            raise ConfigError(f"{where}.ratio_read_percent: 0, 25, 50, 75 or 100")
+    for key in ("enabled", "force_write_back"):
+        if key in table:
+            setattr(c, key, _typed(table, key, bool, where))
+    for key in ("holdup_s", "charge_s", "spinup_s"):
+        if key in table:
+            value = float(_typed(table, key, (int, float), where))
+            if value < 0:
+                raise ConfigError(f"{where}.{key}: seconds, not negative")
+            setattr(c, key, value)
 
 
 def _bays(values: list[Any], where: str) -> list[int]:

@@ -30,6 +30,8 @@ class Emulator:
         self.started_at = time.monotonic()
         self.shelf: Controller | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._power_timer: asyncio.TimerHandle | None = None
+        self._pending: list[asyncio.Task[None]] = []
         self.node: TargetNode | None = None
         self.portals: list[Portal] = []
         self.api_runner: web.AppRunner | None = None
@@ -120,6 +122,10 @@ class Emulator:
         return self._ctl().events(since_id)
 
     def operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "power_off":
+            return self._power_off(kwargs.get("duration"))
+        if name == "power_on":
+            return self._power_on()
         fn = getattr(self._ctl(), name, None)
         if fn is None:
             raise CommandError(f"operation {name} is not available")
@@ -130,7 +136,60 @@ class Emulator:
         self._refresh_delays()
         return result
 
+    # -- shelf power (fault injection) ---------------------------------------------------
+    def _power_off(self, duration: float | None) -> dict[str, Any]:
+        ctl = self._ctl()
+        if not getattr(ctl, "powered", True):
+            raise CommandError("the shelf is already powered off")
+        for portal in self.portals:  # hosts see their connections drop; reconnects are refused
+            portal.drop("shelf powered off")
+        try:
+            ctl.power_off()
+        except ControllerError as exc:
+            raise CommandError(str(exc)) from exc
+        if self._power_timer is not None:
+            self._power_timer.cancel()
+        self._power_timer = None
+        if duration:
+            loop = asyncio.get_running_loop()
+            self._power_timer = loop.call_later(duration, self._timed_power_on)
+        log.warning("shelf powered off%s", f" for {duration:.0f} s" if duration else "")
+        return {"powered": False, "duration_s": duration}
+
+    def _power_on(self) -> dict[str, Any]:
+        ctl = self._ctl()
+        if getattr(ctl, "powered", False):
+            raise CommandError("the shelf is already powered on")
+        if self._power_timer is not None:
+            self._power_timer.cancel()
+            self._power_timer = None
+        try:
+            ctl.power_on()
+        except ControllerError as exc:
+            raise CommandError(str(exc)) from exc
+        self._pending.append(asyncio.get_running_loop().create_task(self._listen_again()))
+        log.warning("shelf powered on")
+        return {"powered": True}
+
+    def _timed_power_on(self) -> None:
+        self._power_timer = None
+        try:
+            self._power_on()
+        except CommandError as exc:
+            log.info("timed power-on skipped: %s", exc)
+
+    async def _listen_again(self) -> None:
+        for portal in self.portals:
+            await portal.start()
+
+    async def settle(self) -> None:
+        """Wait for work a command started (listeners coming back after power-on)."""
+        while self._pending:
+            await self._pending.pop(0)
+
     async def stop(self) -> None:
+        if self._power_timer is not None:
+            self._power_timer.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
             try:

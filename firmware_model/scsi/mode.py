@@ -77,6 +77,10 @@ class ModePages:
         self.d_sense = False
         self.swp = False
         self.wce = True
+        # The controller's cache can take write-back away (battery not ok, cache disabled):
+        # then WCE reads 0 and is not changeable, and the host's own choice waits in _host_wce.
+        self.write_cache_available = True
+        self._host_wce = True
         self._refresh()
 
     def _refresh(self) -> None:
@@ -86,6 +90,33 @@ class ModePages:
         self.swp = bool(ctl and ctl.current[4] & 0x08)
         cache = self._pages.get(ModePage.CACHING)
         self.wce = bool(cache and cache.current[2] & 0x04)
+
+    def set_write_cache_available(self, available: bool) -> bool:
+        """The controller's cache went write-back (True) or write-through (False).
+
+        While it is write-through the caching page's WCE reads 0 and is not changeable
+        (MODE SELECT of WCE=1 is refused); the host's own WCE choice comes back with
+        write-back. Returns whether the current WCE value changed (the caller raises
+        MODE PARAMETERS CHANGED).
+        """
+        page = self._pages.get(ModePage.CACHING)
+        if page is None or available == self.write_cache_available:
+            self.write_cache_available = available
+            return False
+        before = bool(page.current[2] & 0x04)
+        self.write_cache_available = available
+        mask = bytearray(page.changeable)
+        if available:
+            mask[2] |= 0x04
+            if self._host_wce:
+                page.current[2] |= 0x04
+        else:
+            self._host_wce = before
+            mask[2] &= ~0x04
+            page.current[2] &= ~0x04
+        page.changeable = bytes(mask)
+        self._refresh()
+        return before != bool(page.current[2] & 0x04)
 
     def codes(self) -> list[int]:
         return list(self._pages)
@@ -157,6 +188,8 @@ class ModePages:
                 page.current[2:] = body
             if save:
                 page.saved[:] = page.current
+                if page is self._pages.get(ModePage.CACHING) and not self.write_cache_available:
+                    page.saved[2] = (page.saved[2] & ~0x04) | (0x04 if self._host_wce else 0)
         self._refresh()
         return changed
 
@@ -164,4 +197,8 @@ class ModePages:
         """Power on: current values come back from the saved ones."""
         for page in self._pages.values():
             page.current[:] = page.saved
+        cache = self._pages.get(ModePage.CACHING)
+        if cache is not None and not self.write_cache_available:
+            self._host_wce = bool(cache.current[2] & 0x04)
+            cache.current[2] &= ~0x04
         self._refresh()

@@ -30,6 +30,7 @@ from firmware_model.scsi.errors import (
 )
 from firmware_model.scsi.mode import caching_page, control_page, informational_exceptions_page
 from firmware_model.scsi.reservations import ReservationConflict, Reservations
+from firmware_model.scsi.sense import build_sense
 from firmware_model.scsi.types import BlockVolume, Nexus, ScsiRequest, ScsiResult, Status
 from firmware_model.scsi.units import LogicalUnit, ReservationsLike
 
@@ -56,6 +57,8 @@ MAX_WRITE_SAME_BLOCKS = 0x10000
 MAX_ATOMIC_BLOCKS = 0x10000
 ROTATION_RATE_RPM = 15000
 _CHUNK = 1 << 20
+# Commands that neither report nor clear a pending deferred error (as for unit attentions).
+_DEFERRED_EXEMPT = frozenset((Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE))
 
 
 def write_protected() -> ScsiError:
@@ -106,6 +109,13 @@ class BlockUnit(LogicalUnit):
         self.cache_bytes = cache_bytes
         self.read_only = read_only
         self._prevent: set[Nexus] = set()
+        # A range flush when the volume has one (the controller's cache): FUA and SYNCHRONIZE
+        # CACHE then write out only what they must.
+        self._flush_range = getattr(volume, "flush_range", None)
+        # An error of an earlier, already acknowledged command (data lost from the write-back
+        # cache): reported once to each I_T nexus as a deferred error (SPC-4 4.5.5).
+        self.deferred_error: ScsiError | None = None
+        self._deferred_told: set[Nexus] = set()
         super().__init__(serial, product, wwn)
         self.reservations = reservations if reservations is not None else Reservations({})
 
@@ -245,6 +255,28 @@ class BlockUnit(LogicalUnit):
     def mode_page_defaults(self) -> list[tuple[bytes, bytes]]:
         return [caching_page(), control_page(), informational_exceptions_page()]
 
+    def execute(self, req: ScsiRequest) -> ScsiResult:
+        if self.deferred_error is not None and req.nexus not in self._deferred_told:
+            cdb = req.cdb
+            if cdb and cdb[0] not in _DEFERRED_EXEMPT:
+                self._deferred_told.add(req.nexus)
+                sense = bytearray(build_sense(self.deferred_error, self.d_sense))
+                sense[0] = (sense[0] & 0x80) | (0x73 if sense[0] & 0x7F == 0x72 else 0x71)
+                return ScsiResult(Status.CHECK_CONDITION, b"", bytes(sense))
+        return super().execute(req)
+
+    def set_deferred_error(self, err: ScsiError | None) -> None:
+        """Report `err` once to every I_T nexus (None: stop reporting)."""
+        self.deferred_error = err
+        self._deferred_told.clear()
+
+    def _flush(self, lba: int, count: int | None) -> None:
+        """The blocks [lba, lba+count) (count None: to the end) on the medium."""
+        if self._flush_range is not None:
+            self._flush_range(lba, count)
+        else:
+            self.volume.flush()
+
     # --------------------------------------------------------------- events
     def nexus_loss(self, nexus: Nexus) -> None:
         self._prevent.discard(nexus)
@@ -321,7 +353,7 @@ class BlockUnit(LogicalUnit):
         if data:
             volume.write(lba, data)
         if fua or not self.mode.wce:
-            volume.flush()
+            self._flush(lba, count)
         return _OK(GOOD)
 
     def read10(self, req: ScsiRequest) -> ScsiResult:
@@ -384,7 +416,7 @@ class BlockUnit(LogicalUnit):
         raise invalid_field_in_cdb(0)
 
     def write_and_verify(self, req: ScsiRequest) -> ScsiResult:
-        """WRITE AND VERIFY: the cache writes through, so verifying is reading back."""
+        """WRITE AND VERIFY: written through to the medium (as FUA), then read back."""
         cdb = req.cdb
         lba, count, tl_byte = self._lba_len(cdb)
         res = self._write(req, lba, count, True, tl_byte)
@@ -430,7 +462,7 @@ class BlockUnit(LogicalUnit):
         new = int.from_bytes(old, "big") | int.from_bytes(self._data(req, length), "big")
         self.volume.write(lba, new.to_bytes(length, "big"))
         if cdb[1] & 0x08 or not self.mode.wce:
-            self.volume.flush()
+            self._flush(lba, count)
         return _OK(GOOD)
 
     def compare_and_write(self, req: ScsiRequest) -> ScsiResult:
@@ -454,7 +486,7 @@ class BlockUnit(LogicalUnit):
             raise miscompare(_first_difference(current, data[:length]))
         self.volume.write(lba, data[length:])
         if cdb[1] & 0x08 or not self.mode.wce:
-            self.volume.flush()
+            self._flush(lba, count)
         return _OK(GOOD)
 
     # -------------------------------------------------------------- WRITE SAME
@@ -578,7 +610,7 @@ class BlockUnit(LogicalUnit):
     def synchronize_cache(self, req: ScsiRequest) -> ScsiResult:
         lba, count, _ = self._lba_len(req.cdb)
         self._range(lba, count)
-        self.volume.flush()
+        self._flush(lba, count or None)  # 0: to the last LBA
         return _OK(GOOD)
 
     def prefetch(self, req: ScsiRequest) -> ScsiResult:

@@ -102,13 +102,17 @@ class Portal:
         sock = self.server.sockets[0].getsockname()
         self.info.tcp_port = sock[1]
 
-    async def stop(self) -> None:
+    def drop(self, reason: str) -> None:
+        """Stop listening and cut every connection now (shelf power loss, shutdown)."""
         if self.server is not None:
             self.server.close()
         for proto in list(self.connections):
-            proto.conn.request_close("target shutting down")
+            proto.conn.request_close(reason)
             proto._flush()
             if proto.transport is not None:
                 proto.transport.close()
+
+    async def stop(self) -> None:
+        self.drop("target shutting down")
         if self.server is not None:
             await self.server.wait_closed()

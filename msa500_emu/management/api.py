@@ -35,6 +35,9 @@ def make_app(array: Array, health: Any) -> web.Application:
         except CommandError as exc:
             log.info("command %r refused: %s", line, exc)
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        settle = getattr(array, "settle", None)
+        if settle is not None:
+            await settle()
         return web.json_response({"ok": True, "result": reply.result, "text": reply.text})
 
     app.router.add_get("/api/health", get_health)

@@ -52,8 +52,10 @@ USAGE = {
     "EXPAND UNIT": 'EXPAND UNIT n DATA="DISKa-DISKb"',
     "EXTEND UNIT": "EXTEND UNIT n SIZE=s",
     "SET GLOBALS": "SET GLOBALS REBUILD_PRIORITY=HIGH|MEDIUM|LOW",
+    "SET CACHE": "SET CACHE [ENABLE|DISABLE] [RATIO=read%] [SIZE=MB]",
     "FAULT": "FAULT DISKm FAIL|PULL|INSERT|MEDIA-ERROR lba count|LATENCY ms|CLEAR"
-    " | FAULT PSUn|FANn FAIL|RESTORE | FAULT TEMPERATURE c",
+    " | FAULT PSUn|FANn FAIL|RESTORE | FAULT TEMPERATURE c | FAULT BATTERY FAIL|REMOVE|RESTORE"
+    " | FAULT SHELF POWER-OFF [DURATION=s]|POWER-ON",
 }
 RAID_LEVELS = {"0": "0", "1": "1", "10": "10", "1+0": "10", "5": "5", "ADG": "ADG", "6": "ADG"}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(I?B)?$")
@@ -83,6 +85,8 @@ def run(array: Array, line: str) -> Reply:
         raise CommandError(f"unknown command {verb} {words[1]!r} (known: {_known()})")
     if verb == "SET" and len(up) >= 2 and up[1] == "GLOBALS":
         return _set_globals(array, words[2:])
+    if verb == "SET" and len(up) >= 2 and up[1] == "CACHE":
+        return _set_cache(array, words[2:])
     if verb == "FAULT":
         return _fault(array, words[1:])
     raise CommandError(f"unknown command {words[0]!r} (known: {_known()})")
@@ -267,6 +271,30 @@ def _set_globals(array: Array, words: list[str]) -> Reply:
     return Reply(result, f"Rebuild priority set to {prio.upper()}.")
 
 
+def _set_cache(array: Array, words: list[str]) -> Reply:
+    usage = USAGE["SET CACHE"]
+    pos, o = _options(words, {"RATIO", "SIZE"}, usage)
+    kw: dict[str, Any] = {}
+    for w in pos:
+        if w.upper() not in ("ENABLE", "DISABLE") or "enabled" in kw:
+            raise CommandError(f"unexpected {w!r} (usage: {usage})")
+        kw["enabled"] = w.upper() == "ENABLE"
+    if "RATIO" in o:
+        ratio = _int(o["RATIO"].rstrip("%"), "RATIO", 0, 100)
+        if ratio % 25:
+            raise CommandError("RATIO is the read share in steps of 25: 0, 25, 50, 75 or 100")
+        kw["ratio_read_percent"] = ratio
+    if "SIZE" in o:
+        size = _int(o["SIZE"].upper().removesuffix("MB"), "SIZE", 1, 1 << 20)
+        if size not in (128, 256):
+            raise CommandError("SIZE is 128 or 256 (MB), the MSA500's cache modules")
+        kw["size_mb"] = size
+    if not kw:
+        raise CommandError(f"usage: {usage}")
+    result = array.operate("set_cache", **kw)
+    return Reply(result, "Cache settings changed.")
+
+
 def _fault(array: Array, words: list[str]) -> Reply:
     usage = USAGE["FAULT"]
     if len(words) < 2:
@@ -279,6 +307,24 @@ def _fault(array: Array, words: list[str]) -> Reply:
         n = _int(m.group(2), m.group(1), 1, 2)
         result = array.operate(f"fault_{m.group(1).lower()}", n, action.lower())
         return Reply(result, f"{m.group(1)} {n}: {action.lower()}ed.".replace("failed.", "failed."))
+    if target == "BATTERY":
+        if action not in ("FAIL", "REMOVE", "RESTORE", "LOW") or args:
+            raise CommandError("usage: FAULT BATTERY FAIL|REMOVE|RESTORE|LOW")
+        result = array.operate("fault_battery", action.lower())
+        return Reply(result, f"Battery: {action.lower()} done.")
+    if target == "SHELF":
+        if action == "POWER-OFF":
+            pos, o = _options(args, {"DURATION"}, "FAULT SHELF POWER-OFF [DURATION=seconds]")
+            if pos:
+                raise CommandError("usage: FAULT SHELF POWER-OFF [DURATION=seconds]")
+            seconds = float(_int(o["DURATION"], "DURATION", 1, 30 * 86400)) if "DURATION" in o else None
+            result = array.operate("power_off", duration=seconds)
+            tail = f" for {seconds:.0f} s" if seconds else ""
+            return Reply(result, f"Shelf powered off{tail}.")
+        if action == "POWER-ON" and not args:
+            result = array.operate("power_on")
+            return Reply(result, "Shelf powered on.")
+        raise CommandError("usage: FAULT SHELF POWER-OFF [DURATION=seconds] | FAULT SHELF POWER-ON")
     if target == "TEMPERATURE":
         result = array.operate("set_temperature", _int(words[1], "temperature", -40, 150))
         return Reply(result, f"Temperature set to {words[1]} C.")

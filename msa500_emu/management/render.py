@@ -42,7 +42,7 @@ def globals_text(g: dict[str, Any]) -> str:
         ("Serial Number", g.get("serial")),
         ("Firmware Revision", g.get("firmware")),
         ("iSCSI Target Name", g.get("target_name")),
-        ("Array Accelerator (cache)", _mb(g["cache_bytes"]) if "cache_bytes" in g else None),
+        ("Array Accelerator (cache)", _mb(g["cache_bytes"]) if "cache_bytes" in g and "cache" not in g else None),
         ("Rebuild Priority", str(g.get("rebuild_priority", "")).upper() or None),
         ("Temperature", f"{g['temperature_c']} C" if "temperature_c" in g else None),
         ("Drive Bays", g.get("bays")),
@@ -50,6 +50,23 @@ def globals_text(g: dict[str, Any]) -> str:
     for label, value in pairs:
         if value is not None:
             lines.append(f"  {label}: {value}")
+    cache = g.get("cache")
+    if isinstance(cache, dict):
+        state = str(cache.get("state", "-")).upper()
+        lines.append(
+            f"  Array Accelerator: {cache.get('size_mb', '-')}MB {state} ({cache.get('reason', '')}), "
+            f"read {cache.get('ratio_read_percent', '-')}% / write {cache.get('ratio_write_percent', '-')}%"
+        )
+        lines.append(
+            f"  Cache: dirty {_mb(cache.get('dirty_bytes'))}, read hit rate "
+            f"{100 * float(cache.get('read_hit_rate') or 0):.0f}%, destage "
+            f"{float(cache.get('destage_rate_bytes_per_s') or 0) / 1e6:.1f} MB/s"
+        )
+    battery = g.get("battery")
+    if isinstance(battery, dict):
+        hours = float(battery.get("holdup_seconds") or 0) / 3600
+        lines.append(f"  Cache Battery: {str(battery.get('state', '-')).upper()}, charge "
+                     f"{float(battery.get('charge_percent') or 0):.0f}%, hold-up {hours:.0f} h")
     for kind in ("power_supplies", "fans"):
         for i, state in enumerate(g.get(kind, []) or [], 1):
             name = "Power Supply" if kind == "power_supplies" else "Fan"

@@ -176,6 +176,7 @@ def test_restart_brings_the_shelf_back(tmp_path: Path) -> None:
 def test_media_error_is_reconstructed_on_parity_and_reported_on_raid0(shelf: RunningArray) -> None:
     from msa500_emu.iscsi.initiator import Initiator, InitiatorConfig
 
+    ctl(shelf, "SET CACHE DISABLE")  # else the array accelerator serves the block, as it should
     ctl(shelf, 'ADD UNIT 6 DATA="DISK12" RAID_LEVEL=0 SIZE=16MB')
     ini = Initiator("127.0.0.1", shelf.port1, InitiatorConfig(initiator_name="iqn.2026-11.test:media"))
     ini.login(shelf.target)
@@ -190,6 +191,7 @@ def test_media_error_is_reconstructed_on_parity_and_reported_on_raid0(shelf: Run
     assert ini.read(6, 0, 8) == b"\x33" * 4096
     ini.logout()
     ctl(shelf, "DELETE UNIT 6")
+    ctl(shelf, "SET CACHE ENABLE")
 
 
 def test_latency_injection_slows_that_units_commands(shelf: RunningArray) -> None:

@@ -117,6 +117,7 @@ def test_failed_unit_answers_not_ready_and_request_sense_says_why(env: Clocked, 
 
 def test_unrecoverable_read_is_medium_error_with_the_lba(env: Clocked, tmp_path: Path) -> None:
     c = bare(env, tmp_path)
+    c.set_cache(enabled=False)  # reads must reach the drives, not the array accelerator
     c.add_unit(1, [1], "0", size_bytes=4 * MIB)
     c.add_unit(2, [2, 3, 4], "5", stripe_kib=16, size_bytes=4 * MIB)
     fill(c, 1, 1)
