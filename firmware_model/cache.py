@@ -39,11 +39,12 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import crc32c
 
 from .clock import Clock
+from .scsi.types import BlockVolume
 
 CACHE_FILE = "cache.nvram"
 BLOCK = 512
@@ -91,19 +92,7 @@ class CacheError(Exception):
     """A cache file that cannot be used, or a setting refused."""
 
 
-class Volume(Protocol):
-    """What the cache writes to and reads from (the controller's LdVolume)."""
-
-    block_size: int
-
-    @property
-    def num_blocks(self) -> int: ...
-
-    def read(self, lba: int, count: int) -> bytes: ...
-
-    def write(self, lba: int, data: bytes | bytearray | memoryview) -> None: ...
-
-    def flush(self) -> None: ...
+Volume = BlockVolume  # what the cache writes to and reads from (the controller's LdVolume)
 
 
 @dataclass

@@ -12,9 +12,6 @@ asyncio process to apply.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 import re
 from dataclasses import dataclass
@@ -23,6 +20,7 @@ from pathlib import Path
 
 from .metadata import METADATA_BYTES, SLOT_BYTES, DriveRecord, MetadataError, encode, read_best
 from .raid.api import DriveError, MemberState
+from .sparse import punch_hole
 
 BAY_COUNT = 14
 PSU_COUNT = 2
@@ -189,7 +187,7 @@ class Drive:
         if length <= 0:
             return
         try:
-            _punch_hole(fd, METADATA_BYTES + offset, length)
+            punch_hole(fd, METADATA_BYTES + offset, length)
         except OSError:
             zero = bytes(min(length, 1 << 20))
             pos = offset
@@ -381,22 +379,3 @@ class Enclosure:
         for d in self.bays.values():
             if d is not None:
                 d.close()
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _punch_hole(fd: int, offset: int, length: int) -> None:
-    libc = _libc()
-    falloc_fl_keep_size, falloc_fl_punch_hole = 0x01, 0x02
-    res = libc.fallocate(
-        ctypes.c_int(fd),
-        ctypes.c_int(falloc_fl_keep_size | falloc_fl_punch_hole),
-        ctypes.c_longlong(offset),
-        ctypes.c_longlong(length),
-    )
-    if res != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .sparse import punch_hole
+
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 
@@ -55,7 +57,7 @@ class ExtentVolume:
         if length == 0:
             return
         try:
-            _punch_hole(self.fd, pos, length)
+            punch_hole(self.fd, pos, length)
         except OSError:
             os.pwrite(self.fd, bytes(length), pos)
 
@@ -76,20 +78,3 @@ class ExtentVolume:
         stop = min(hole, end)
         run = max(1, -(-(stop - pos) // bs))
         return True, min(run, self._num_blocks - lba)
-
-
-def _punch_hole(fd: int, offset: int, length: int) -> None:
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    falloc_fl_keep_size, falloc_fl_punch_hole = 0x01, 0x02
-    res = libc.fallocate(
-        ctypes.c_int(fd),
-        ctypes.c_int(falloc_fl_keep_size | falloc_fl_punch_hole),
-        ctypes.c_longlong(offset),
-        ctypes.c_longlong(length),
-    )
-    if res != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
