@@ -81,6 +81,8 @@ from .raid.api import DriveError, MemberState, RaidLevel, UnrecoverableRead, Vol
 from .raid.layout import Layout, capacity_bytes, data_members
 from .raid.layout import validate as validate_layout
 from .raid.volume import RaidVolume, restripe, restripe_safe
+from .rso import Rso, RsoError
+from .rso_scsi import register_rso_commands
 from .scsi.constants import SenseKey
 from .scsi.errors import ScsiError
 from .scsi.identity import TargetIdentity, naa5
@@ -531,6 +533,9 @@ class Controller:
         self._pending_member_errors: list[_MemberErr] = []
         self._closed = False
         nvram = self._load_nvram()
+        # Recovery Server Option: settings and fence from NVRAM, wired to the log and the ALUA gate.
+        self.rso = Rso(self.clock, on_event=self._rso_event, on_change=self._rso_changed)
+        self.rso.load((nvram or {}).get("rso"))
         self._open_cache(nvram)
         self._open(nvram)
         serial = self.cfg.serial
@@ -544,7 +549,10 @@ class Controller:
         )
         self.controller = ScsiTarget(self.identity, self.clock)
         self.target = self.controller
-        self.controller.add_lun(0, ControllerUnit(serial, product=self.identity.product))
+        lun0 = ControllerUnit(serial, product=self.identity.product)
+        register_rso_commands(lun0, self.rso)
+        self.controller.add_lun(0, lun0)
+        self.controller.nexus_observer = self._rso_nexus
         for lun in sorted(self.lds):
             self._attach_unit(self.lds[lun])
         self._refresh(quiet=True)
@@ -552,6 +560,7 @@ class Controller:
         self._apply_cache_mode(quiet=True)
         self._activate_spares()  # commits: a new generation on every drive
         self.controller.power_on()
+        self.controller.set_port_states(self.rso.port_states())
         self.log.emit(EventCode.CONTROLLER_STARTED, f"MSA500 {serial} firmware {self.cfg.firmware} started")
 
     # ============================================================ start-up
@@ -871,6 +880,7 @@ class Controller:
             "config": cfg.to_dict(),
             "cache": self.cache_cfg.to_dict(),
             "battery": self.battery.to_dict(self.clock.now()),
+            "rso": self.rso.to_dict(),
         }
         tmp = self.nvram_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -1053,6 +1063,9 @@ class Controller:
             due.append(d)
         if self._spinup_until is not None:
             due.append(self._spinup_until)
+        d = self.rso.next_deadline()
+        if d is not None:
+            due.append(d)
         return min(due) if due else None
 
     def _has_work(self) -> bool:
@@ -1075,6 +1088,7 @@ class Controller:
         """Run the background steps due by `now` (a bounded amount of work per call)."""
         if self._closed or not self._powered:
             return
+        self.rso.advance(now)
         self._cache_advance(now)
         chunk, interval, max_steps = PACE[RebuildPriority(self.cfg.rebuild_priority)]
         steps = 0
@@ -1312,6 +1326,7 @@ class Controller:
             "powered": self._powered,
             "cache": self.cache_stats(),
             "battery": self.battery.describe(self.clock.now()),
+            "rso": self.rso.status(),
         }
 
     def _role(self, d: Drive) -> tuple[str, str | None]:
@@ -2132,6 +2147,7 @@ class Controller:
         self._powered = True
         self.data_lost = {}
         self.controller.power_on()  # every nexus seen next gets POWER ON (29/00)
+        self.rso.restart()  # heartbeat deadlines count from power on
         for ld in self.lds.values():
             if ld.unit is not None:
                 ld.unit.set_deferred_error(None)
@@ -2166,6 +2182,59 @@ class Controller:
             "powered": self._powered,
         })
         return s
+
+    # ============================================================ Recovery Server Option
+    def _rso_event(self, code: EventCode, message: str) -> None:
+        self.log.emit(code, message)
+
+    def _rso_changed(self, persistent: bool) -> None:
+        """Apply the model's port states to every logical drive at once; keep settings in NVRAM."""
+        self.controller.set_port_states(self.rso.port_states())
+        if persistent:
+            self._save_nvram()
+
+    def _rso_nexus(self, nexus: Any, seen: bool) -> None:
+        if seen:
+            self.rso.nexus_seen(nexus)
+        else:
+            self.rso.nexus_loss(nexus)
+
+    def rso_configure(self, enabled: bool, timeout_s: float | None = None,
+                      act_alone: bool | None = None) -> dict[str, Any]:
+        """Configure RSO as the primary does (the recovery joins with its first acknowledgment)."""
+        try:
+            self.rso.configure(enabled, timeout_s, act_alone)
+        except (RsoError, ValueError) as exc:
+            raise ControllerError(str(exc)) from None
+        return self.rso.status()
+
+    def rso_status(self) -> dict[str, Any]:
+        return self.rso.status()
+
+    def rso_failover(self) -> dict[str, Any]:
+        """Forced failover (the F8 key) from the management side."""
+        try:
+            self.rso.failover(None)
+        except RsoError as exc:
+            raise ControllerError(str(exc)) from None
+        return self.rso.status()
+
+    def rso_restore(self) -> dict[str, Any]:
+        """Manual restore: refused while the recovery host is logged in on port 2."""
+        try:
+            self.rso.restore()
+        except RsoError as exc:
+            raise ControllerError(str(exc)) from None
+        return self.rso.status()
+
+    def fault_link(self, port: int, action: str) -> dict[str, Any]:
+        """Break ("down") or mend ("up") a port's heartbeat link."""
+        if port not in (1, 2):
+            raise ControllerError(f"port {port}: ports are 1 and 2")
+        if action not in ("down", "up"):
+            raise ControllerError(f"link action {action!r}: down or up")
+        self.rso.link(port, action == "up")
+        return self.rso.status()
 
     # ============================================================ lifecycle
     def flush(self) -> None:

@@ -76,6 +76,16 @@ class EventCode(StrEnum):
     BATTERY_CHARGED = "BATTERY_CHARGED"
     SHELF_POWER_OFF = "SHELF_POWER_OFF"
     SHELF_POWER_ON = "SHELF_POWER_ON"
+    RSO_CONFIGURED = "RSO_CONFIGURED"
+    RSO_SECONDARY_JOINED = "RSO_SECONDARY_JOINED"
+    RSO_TIMEOUT = "RSO_TIMEOUT"
+    RSO_HEARTBEAT_RESUMED = "RSO_HEARTBEAT_RESUMED"
+    RSO_FAILOVER = "RSO_FAILOVER"
+    RSO_SERVICE_LOST = "RSO_SERVICE_LOST"
+    RSO_ACK_LOST = "RSO_ACK_LOST"
+    RSO_ACK_RESTORED = "RSO_ACK_RESTORED"
+    RSO_RESTORED = "RSO_RESTORED"
+    RSO_LINK = "RSO_LINK"
 
 
 # code -> (default severity, what it means). Alerts and the web page read this table.
@@ -126,6 +136,16 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.BATTERY_CHARGED: (Severity.INFO, "the cache battery is charged"),
     EventCode.SHELF_POWER_OFF: (Severity.CRITICAL, "the shelf lost power"),
     EventCode.SHELF_POWER_ON: (Severity.INFO, "the shelf is powered again"),
+    EventCode.RSO_CONFIGURED: (Severity.INFO, "the Recovery Server Option was configured"),
+    EventCode.RSO_SECONDARY_JOINED: (Severity.INFO, "the recovery server acknowledges heartbeats"),
+    EventCode.RSO_TIMEOUT: (Severity.CRITICAL, "no heartbeat from the primary within the timeout"),
+    EventCode.RSO_HEARTBEAT_RESUMED: (Severity.INFO, "the primary's heartbeat resumed before failover"),
+    EventCode.RSO_FAILOVER: (Severity.CRITICAL, "failover: the primary is fenced, the recovery server active"),
+    EventCode.RSO_SERVICE_LOST: (Severity.CRITICAL, "the primary failed with no recovery server to take over"),
+    EventCode.RSO_ACK_LOST: (Severity.WARNING, "the primary lost the recovery server's acknowledgment"),
+    EventCode.RSO_ACK_RESTORED: (Severity.INFO, "the recovery server's acknowledgment is back"),
+    EventCode.RSO_RESTORED: (Severity.INFO, "RSO restored: the primary is active again"),
+    EventCode.RSO_LINK: (Severity.WARNING, "a port's heartbeat link went down or came back"),
 }
 
 

@@ -8,9 +8,10 @@ reported in SAM-5 priority order (resets first).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from firmware_model.clock import Clock
-from firmware_model.scsi.constants import Asc, Opcode, SenseKey
+from firmware_model.scsi.constants import AluaState, Asc, Opcode, SenseKey
 from firmware_model.scsi.errors import ScsiError, invalid_opcode
 from firmware_model.scsi.identity import TargetIdentity
 from firmware_model.scsi.sense import build_sense, sense_for
@@ -24,6 +25,16 @@ log = logging.getLogger(__name__)
 # Commands that neither report nor (except REQUEST SENSE) clear a unit attention (SAM-5 5.14).
 _UA_EXEMPT = frozenset((Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE))
 _RESET_CLASS = 0x29
+# What a logical drive still answers through a standby or unavailable port (SPC-4 5.15.2.4):
+# its identity, LUN list, sense, and MAINTENANCE IN (REPORT TARGET PORT GROUPS, RSOC).
+_ALUA_ALLOWED = frozenset(
+    (Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE, Opcode.MAINTENANCE_IN)
+)
+_GATE_SENSE: dict[int, int] = {
+    AluaState.STANDBY: Asc.NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY,
+    AluaState.UNAVAILABLE: Asc.NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE,
+    AluaState.TRANSITIONING: Asc.NOT_ACCESSIBLE_ASYMMETRIC_TRANSITION,
+}
 
 
 class ScsiTarget:
@@ -40,6 +51,13 @@ class ScsiTarget:
         self._nounit = NoUnit()
         self._nounit.attach(self, -1)
         self._logged: set[tuple[str, int]] = set()
+        # ALUA: one target port group per port. `_gate` holds the NOT READY answer of each port
+        # whose logical drives are not accessible; it is empty (one falsy check) when all are.
+        self._port_state: dict[int, int] = {p: AluaState.ACTIVE_OPTIMIZED for p in (1, 2)}
+        self._implicit: set[int] = set()  # ports whose state an implicit change set
+        self._gate: dict[int, ScsiError] = {}
+        # Told of every nexus the target starts or stops knowing (RSO's restore rule).
+        self.nexus_observer: Callable[[Nexus, bool], None] | None = None
 
     # ------------------------------------------------------------ LUN map
     def add_lun(self, lun: int, unit: LogicalUnit) -> None:
@@ -113,8 +131,47 @@ class ScsiTarget:
     def pending_unit_attentions(self, nexus: Nexus, lun: int) -> list[int]:
         return list(self._ua.get((nexus, lun), ()))
 
+    # ---------------------------------------------------------------- ALUA
+    def port_states(self) -> dict[int, int]:
+        """Asymmetric access state of each port's target port group (group id = port)."""
+        return dict(self._port_state)
+
+    def alua_changed(self, port: int) -> bool:
+        return port in self._implicit
+
+    def gate_error(self, port: int) -> ScsiError | None:
+        return self._gate.get(port)
+
+    def set_port_states(self, states: dict[int, int]) -> list[int]:
+        """Switch ports' access states at once for every logical drive; returns the ports changed.
+
+        The nexuses of a port that becomes active get 2A/06 (ASYMMETRIC ACCESS STATE CHANGED)
+        on every logical drive; a port that loses access just answers NOT READY from its next command.
+        """
+        changed = [p for p, st in states.items() if self._port_state.get(p) != st]
+        if not changed:
+            return []
+        for p in changed:
+            self._port_state[p] = states[p]
+            self._implicit.add(p)
+        gate: dict[int, ScsiError] = {}
+        for p, st in self._port_state.items():
+            code = _GATE_SENSE.get(st)
+            if code is not None:
+                gate[p] = ScsiError(SenseKey.NOT_READY, code >> 8, code & 0xFF)
+        self._gate = gate
+        woke = {p for p in changed if states[p] in (AluaState.ACTIVE_OPTIMIZED, AluaState.ACTIVE_NON_OPTIMIZED)}
+        for n in self._nexuses:
+            if n.port in woke:
+                for lun in self.luns:
+                    if lun:  # LUN 0 answers on every port whatever the state
+                        self._queue_ua(n, lun, Asc.ASYMMETRIC_ACCESS_STATE_CHANGED)
+        return changed
+
     def _first_seen(self, nexus: Nexus) -> None:
         self._nexuses.add(nexus)
+        if self.nexus_observer is not None:
+            self.nexus_observer(nexus, True)
         if nexus in self._lost:
             self._lost.discard(nexus)
             code: int | None = Asc.I_T_NEXUS_LOSS_OCCURRED
@@ -142,6 +199,10 @@ class ScsiTarget:
                         b"",
                         sense_for(SenseKey.UNIT_ATTENTION, code, unit.d_sense),
                     )
+            if self._gate and req.lun and cdb[0] not in _ALUA_ALLOWED and unit.present:
+                err = self._gate.get(nexus.port)
+                if err is not None:
+                    raise err
             return unit.execute(req)
         except ScsiError as err:
             return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))
@@ -163,6 +224,8 @@ class ScsiTarget:
             del self._ua[key]
         if nexus in self._nexuses:
             self._nexuses.discard(nexus)
+            if self.nexus_observer is not None:
+                self.nexus_observer(nexus, False)
             if self._first_code != Asc.POWER_ON_OCCURRED:
                 self._lost.add(nexus)
 
@@ -196,6 +259,9 @@ class ScsiTarget:
             for nexus in self._nexuses:
                 unit.nexus_loss(nexus)
             unit.power_on()
+        if self.nexus_observer is not None:
+            for nexus in self._nexuses:
+                self.nexus_observer(nexus, False)
         self._nexuses.clear()
         self._lost.clear()
         self._ua.clear()

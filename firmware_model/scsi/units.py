@@ -106,6 +106,14 @@ class LogicalUnit:
             ),
             (
                 CommandSpec(
+                    usage(0xA3, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0),
+                    sa=MaintenanceIn.REPORT_TARGET_PORT_GROUPS,
+                    timeout=5,
+                ),
+                self.report_target_port_groups,
+            ),
+            (
+                CommandSpec(
                     usage(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0),
                     sa=MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES,
                     timeout=5,
@@ -272,6 +280,8 @@ class LogicalUnit:
             data = sense_for(SenseKey.UNIT_ATTENTION, ua, desc)
         elif not self.present:
             data = sense_for(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED, desc)
+        elif self.lun and self.target and (gate := self.target.gate_error(req.nexus.port)):
+            data = build_sense(gate, desc)
         elif self.not_ready_reason is not None:
             data = build_sense(self.not_ready_reason, desc)
         elif not self.ready:
@@ -297,6 +307,29 @@ class LogicalUnit:
         if self.target:
             self.target.clear_unit_attention(req.nexus, self.lun, Asc.REPORTED_LUNS_DATA_HAS_CHANGED)
         data = len(body).to_bytes(4, "big") + bytes(4) + bytes(body)
+        return ScsiResult(GOOD, data[:alloc])
+
+    # ------------------------------------------------ REPORT TARGET PORT GROUPS
+    def report_target_port_groups(self, req: ScsiRequest) -> ScsiResult:
+        """One group per controller port (group id = port number), implicit ALUA only."""
+        cdb = req.cdb
+        fmt = cdb[1] >> 5
+        if fmt not in (0, 1):
+            raise invalid_field_in_cdb(1, 7)
+        alloc = _unpack_be32(cdb, 6)[0]
+        states = self.target.port_states() if self.target else {1: 0, 2: 0}
+        body = bytearray()
+        for port in sorted(states):
+            state = states[port]
+            # PREF=0; supported: active/optimized, standby, unavailable (AO_SUP, S_SUP, U_SUP)
+            body += bytes((state & 0x0F, 0x01 | 0x04 | 0x08)) + port.to_bytes(2, "big")
+            body += bytes((0, 0x02 if self.target and self.target.alua_changed(port) else 0, 0, 1))
+            body += bytes(2) + port.to_bytes(2, "big")
+        if fmt == 1:
+            # Extended header: format 001b, implicit transition time 0 (immediate).
+            data = (len(body) + 4).to_bytes(4, "big") + bytes((0x10, 0, 0, 0)) + bytes(body)
+        else:
+            data = len(body).to_bytes(4, "big") + bytes(body)
         return ScsiResult(GOOD, data[:alloc])
 
     # ------------------------------------------ REPORT SUPPORTED OPERATION CODES
