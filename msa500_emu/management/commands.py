@@ -53,9 +53,10 @@ USAGE = {
     "EXTEND UNIT": "EXTEND UNIT n SIZE=s",
     "SET GLOBALS": "SET GLOBALS REBUILD_PRIORITY=HIGH|MEDIUM|LOW",
     "SET CACHE": "SET CACHE [ENABLE|DISABLE] [RATIO=read%] [SIZE=MB]",
+    "RSO": "RSO STATUS | RSO ENABLE [TIMEOUT=s] [ACT_ALONE=YES|NO] | RSO DISABLE | RSO FAILOVER | RSO RESTORE",
     "FAULT": "FAULT DISKm FAIL|PULL|INSERT|MEDIA-ERROR lba count|LATENCY ms|CLEAR"
     " | FAULT PSUn|FANn FAIL|RESTORE | FAULT TEMPERATURE c | FAULT BATTERY FAIL|REMOVE|RESTORE"
-    " | FAULT SHELF POWER-OFF [DURATION=s]|POWER-ON",
+    " | FAULT SHELF POWER-OFF [DURATION=s]|POWER-ON | FAULT LINKn DOWN|UP",
 }
 RAID_LEVELS = {"0": "0", "1": "1", "10": "10", "1+0": "10", "5": "5", "ADG": "ADG", "6": "ADG"}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(I?B)?$")
@@ -89,6 +90,8 @@ def run(array: Array, line: str) -> Reply:
         return _set_cache(array, words[2:])
     if verb == "FAULT":
         return _fault(array, words[1:])
+    if verb == "RSO":
+        return _rso(array, words[1:])
     raise CommandError(f"unknown command {words[0]!r} (known: {_known()})")
 
 
@@ -295,6 +298,41 @@ def _set_cache(array: Array, words: list[str]) -> Reply:
     return Reply(result, "Cache settings changed.")
 
 
+def _rso(array: Array, words: list[str]) -> Reply:
+    usage = USAGE["RSO"]
+    if not words:
+        raise CommandError(f"usage: {usage}")
+    action = words[0].upper()
+    pos, o = _options(words[1:], {"TIMEOUT", "ACT_ALONE"}, usage)
+    if pos:
+        raise CommandError(f"unexpected {pos[0]!r} (usage: {usage})")
+    if action == "STATUS" and not o:
+        st = array.operate("rso_status")
+        return Reply(st, render.rso_text(st))
+    if action == "ENABLE":
+        kw: dict[str, Any] = {"enabled": True}
+        if "TIMEOUT" in o:
+            try:
+                kw["timeout_s"] = float(o["TIMEOUT"].lower().removesuffix("s"))
+            except ValueError:
+                raise CommandError(f"TIMEOUT={o['TIMEOUT']} is not a number of seconds") from None
+        if "ACT_ALONE" in o:
+            if o["ACT_ALONE"].upper() not in ("YES", "NO"):
+                raise CommandError("ACT_ALONE=YES or NO")
+            kw["act_alone"] = o["ACT_ALONE"].upper() == "YES"
+        st = array.operate("rso_configure", **kw)
+        return Reply(st, "RSO enabled: port 1 primary, port 2 recovery.")
+    if o:
+        raise CommandError(f"usage: {usage}")
+    if action == "DISABLE":
+        return Reply(array.operate("rso_configure", enabled=False), "RSO disabled: both ports reach the units.")
+    if action == "FAILOVER":
+        return Reply(array.operate("rso_failover"), "Failover: port 1 fenced, port 2 active.")
+    if action == "RESTORE":
+        return Reply(array.operate("rso_restore"), "Restored: port 1 active, port 2 listening.")
+    raise CommandError(f"unknown RSO command {words[0]!r} (usage: {usage})")
+
+
 def _fault(array: Array, words: list[str]) -> Reply:
     usage = USAGE["FAULT"]
     if len(words) < 2:
@@ -306,7 +344,14 @@ def _fault(array: Array, words: list[str]) -> Reply:
             raise CommandError(f"usage: FAULT {m.group(1)}n FAIL|RESTORE")
         n = _int(m.group(2), m.group(1), 1, 2)
         result = array.operate(f"fault_{m.group(1).lower()}", n, action.lower())
-        return Reply(result, f"{m.group(1)} {n}: {action.lower()}ed.".replace("failed.", "failed."))
+        return Reply(result, f"{m.group(1)} {n}: {'failed' if action == 'FAIL' else 'restored'}.")
+    m = re.fullmatch(r"LINK(\d)", target)
+    if m:
+        if action not in ("DOWN", "UP") or args:
+            raise CommandError("usage: FAULT LINKn DOWN|UP (n: port 1 or 2)")
+        port = _int(m.group(1), "port", 1, 2)
+        result = array.operate("fault_link", port, action.lower())
+        return Reply(result, f"Port {port} heartbeat link {action.lower()}.")
     if target == "BATTERY":
         if action not in ("FAIL", "REMOVE", "RESTORE", "LOW") or args:
             raise CommandError("usage: FAULT BATTERY FAIL|REMOVE|RESTORE|LOW")

@@ -155,3 +155,18 @@ def events_text(events: list[dict[str, Any]]) -> str:
         lines.append(f"{e.get('id', '-'):>6} {when} {str(e.get('severity', '')).upper():<8} "
                      f"{e.get('code', ''):<20} {e.get('message', '')}")
     return "\n".join(lines)
+
+
+def rso_text(st: dict[str, Any]) -> str:
+    lines = ["Recovery Server Option:"]
+    for key, label in (("state", "Status"), ("enabled", "Enabled"), ("timeout_s", "Heartbeat Timeout (s)"),
+                       ("act_alone", "Controller Acts Alone"), ("active_port", "Active Port"),
+                       ("fenced_port", "Fenced Port"),
+                       ("heartbeat_age_s", "Last Heartbeat (s ago)"), ("ack_age_s", "Last Acknowledge (s ago)"),
+                       ("failovers", "Failovers")):
+        if key in st:
+            value = st[key]
+            if isinstance(value, dict):
+                value = ", ".join(f"port {k}: {v}" for k, v in value.items())
+            lines.append(f"  {label}: {value}")
+    return "\n".join(lines)
