@@ -397,12 +397,16 @@ class LdVolume:
                     return head
                 return head + ld.volume.read(split, lba + count - split)
             return ld.volume.read(lba, count)
-        except UnrecoverableRead as exc:
-            self.ctrl._media_error(ld, exc.lba)
-            raise unrecovered_read(exc.lba) from None
-        except (VolumeFailed, DriveError):
-            self.ctrl._io_failed(ld)
-            raise unit_failed_sense() from None
+        except (UnrecoverableRead, VolumeFailed, DriveError) as exc:
+            raise self._sense_for(exc) from None
+
+    def _sense_for(self, exc: Exception) -> ScsiError:
+        """The answer a host gets when the RAID engine gives up, after the controller notes it."""
+        if isinstance(exc, UnrecoverableRead):
+            self.ctrl._media_error(self.ld, exc.lba)
+            return unrecovered_read(exc.lba)
+        self.ctrl._io_failed(self.ld)
+        return unit_failed_sense()
 
     def write(self, lba: int, data: bytes | bytearray | memoryview) -> None:
         ld = self.ld
@@ -418,12 +422,8 @@ class LdVolume:
                     ld.volume.write(split, mv[(split - lba) * BLOCK_SIZE :])
             else:
                 ld.volume.write(lba, data)
-        except UnrecoverableRead as exc:
-            self.ctrl._media_error(ld, exc.lba)
-            raise unrecovered_read(exc.lba) from None
-        except (VolumeFailed, DriveError):
-            self.ctrl._io_failed(ld)
-            raise unit_failed_sense() from None
+        except (UnrecoverableRead, VolumeFailed, DriveError) as exc:
+            raise self._sense_for(exc) from None
         if self.ctrl._pending_member_errors:
             self.ctrl._handle_member_errors()
 
