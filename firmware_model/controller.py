@@ -550,7 +550,7 @@ class Controller:
         self.controller = ScsiTarget(self.identity, self.clock)
         self.target = self.controller
         lun0 = ControllerUnit(serial, product=self.identity.product)
-        register_rso_commands(lun0, self.rso)
+        register_rso_commands(lun0, self.rso, host_event=self._rso_event)
         self.controller.add_lun(0, lun0)
         self.controller.nexus_observer = self._rso_nexus
         for lun in sorted(self.lds):

@@ -86,6 +86,15 @@ class EventCode(StrEnum):
     RSO_ACK_RESTORED = "RSO_ACK_RESTORED"
     RSO_RESTORED = "RSO_RESTORED"
     RSO_LINK = "RSO_LINK"
+    RSO_PRIMARY_STARTED = "RSO_PRIMARY_STARTED"
+    HOST_AGENT_STARTED = "HOST_AGENT_STARTED"
+    HOST_ACK_LOST = "HOST_ACK_LOST"
+    HOST_ACK_RESTORED = "HOST_ACK_RESTORED"
+    HOST_FENCED = "HOST_FENCED"
+    HOST_FAILOVER = "HOST_FAILOVER"
+    HOST_POWER_LOSS_HOLD = "HOST_POWER_LOSS_HOLD"
+    HOST_ARRAY_LOST = "HOST_ARRAY_LOST"
+    HOST_ARRAY_BACK = "HOST_ARRAY_BACK"
 
 
 # code -> (default severity, what it means). Alerts and the web page read this table.
@@ -146,6 +155,17 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.RSO_ACK_RESTORED: (Severity.INFO, "the recovery server's acknowledgment is back"),
     EventCode.RSO_RESTORED: (Severity.INFO, "RSO restored: the primary is active again"),
     EventCode.RSO_LINK: (Severity.WARNING, "a port's heartbeat link went down or came back"),
+    EventCode.RSO_PRIMARY_STARTED: (Severity.INFO, "the primary's first heartbeat after power on"),
+    # Reported by the host agents through LOG HOST EVENT (C5h): both servers write the same log.
+    EventCode.HOST_AGENT_STARTED: (Severity.INFO, "a host's RSO agent started"),
+    EventCode.HOST_ACK_LOST: (Severity.WARNING, "the primary no longer receives the recovery's acknowledgment"),
+    EventCode.HOST_ACK_RESTORED: (Severity.INFO, "the primary receives the recovery's acknowledgment again"),
+    EventCode.HOST_FENCED: (Severity.CRITICAL, "the primary found itself fenced from the logical drives"),
+    EventCode.HOST_FAILOVER: (Severity.CRITICAL, "the recovery server: primary failed, failover, recovery boots"),
+    EventCode.HOST_POWER_LOSS_HOLD: (Severity.CRITICAL,
+                                     "the primary saw the storage lose power and waits for an administrator"),
+    EventCode.HOST_ARRAY_LOST: (Severity.WARNING, "a host's agent lost contact with the array"),
+    EventCode.HOST_ARRAY_BACK: (Severity.INFO, "a host's agent reached the array again"),
 }
 
 

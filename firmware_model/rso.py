@@ -77,6 +77,11 @@ class Rso:
         self.last_ack: float | None = None
         self.ack_lost = False
         self._service_lost_told = False
+        # After power on (or a controller restart) no deadline runs until the primary's first
+        # heartbeat: the primary does not resume unattended, so nobody may take over either.
+        self.awaiting_primary = False
+        self._deadline: float | None = None  # the heartbeat deadline that timed out
+        self.last_detection_s: float | None = None  # missed deadline -> fence (automatic failovers)
         self.heartbeats = 0
         self.acks = 0
         self.links: dict[int, bool] = {PRIMARY_PORT: True, RECOVERY_PORT: True}
@@ -112,6 +117,8 @@ class Rso:
             return RsoState.TIMEOUT_ERROR
         if not all(self.links.values()):
             return RsoState.LINK_DOWN
+        if self.awaiting_primary:
+            return RsoState.DAEMON_DOWN
         if not self.secondary_joined:
             return RsoState.NO_SECONDARY
         if self.ack_lost:
@@ -150,6 +157,8 @@ class Rso:
             "ack_age_s": None if ack is None else round(ack, 3),
             "ack_recent": self.ack_recent(now),
             "take_over": self.timed_out and not self.failed_over,
+            "awaiting_primary": self.awaiting_primary,
+            "detection_ms": None if self.last_detection_s is None else round(self.last_detection_s * 1000, 3),
             "failed_over": self.failed_over,
             "fenced_port": self.fenced_port,
             "active_port": RECOVERY_PORT if self.fenced_port else PRIMARY_PORT,
@@ -182,6 +191,8 @@ class Rso:
             self.secondary_joined = False
             self.timed_out = False
             self.ack_lost = False
+        if self.enabled:
+            self.awaiting_primary = False  # the primary configures: it is up
         self._emit(EventCode.RSO_CONFIGURED,
                    f"RSO {'enabled' if self.enabled else 'disabled'}: heartbeat timeout {self.timeout_s:g} s"
                    f"{', the controller fails over by itself' if self.act_alone else ''}")
@@ -193,9 +204,16 @@ class Rso:
             raise RsoError("port", f"heartbeat from port {port}: only the primary on port 1 sends it")
         if not self.active:
             raise RsoError("sequence", "heartbeat while RSO is not enabled")
+        self.advance(self.clock.now())  # a deadline that passed counts before this heartbeat
         if self.failed_over or not self.links[PRIMARY_PORT]:
             return  # a fenced (or cut off) primary's heartbeat reaches nobody
         self.heartbeats += 1
+        if self.awaiting_primary:
+            self.awaiting_primary = False
+            self.last_heartbeat = self.clock.now()
+            self._emit(EventCode.RSO_PRIMARY_STARTED,
+                       "the primary's heartbeat started: the heartbeat deadline runs again")
+            self._changed(False)
         if self.links[RECOVERY_PORT]:
             self.last_heartbeat = self.clock.now()
             if self.timed_out:
@@ -211,6 +229,7 @@ class Rso:
             raise RsoError("sequence", "acknowledge before RSO is configured and enabled on the primary")
         if not self.links[RECOVERY_PORT]:
             return
+        self.advance(self.clock.now())  # so an answer never hides a deadline that passed
         self.acks += 1
         self.last_ack = self.clock.now()
         changed = False
@@ -241,6 +260,9 @@ class Rso:
         return True
 
     def _fence(self, how: str) -> None:
+        now = self.clock.now()
+        if how == "auto" and self._deadline is not None:
+            self.last_detection_s = max(0.0, now - self._deadline)
         self.failed_over = how
         self.failovers += 1
         self.timed_out = False
@@ -264,6 +286,7 @@ class Rso:
         self.ack_lost = False
         self.last_ack = None
         self.last_heartbeat = self.clock.now()
+        self.awaiting_primary = True  # the deadline runs from the restored primary's first heartbeat
         self._emit(EventCode.RSO_RESTORED, "RSO restored: port 1 active, the recovery server listens again")
         self._changed(True)
 
@@ -294,7 +317,7 @@ class Rso:
         if not self.active or self.failed_over:
             return None
         due: list[float] = []
-        if not self.timed_out and self.last_heartbeat is not None:
+        if not self.timed_out and not self.awaiting_primary and self.last_heartbeat is not None:
             due.append(self.last_heartbeat + self.timeout_s)
         if self.secondary_joined and not self.ack_lost and self.last_ack is not None:
             due.append(self.last_ack + self.timeout_s)
@@ -303,9 +326,10 @@ class Rso:
     def advance(self, now: float) -> None:
         if not self.active or self.failed_over:
             return
-        if (not self.timed_out and self.last_heartbeat is not None
+        if (not self.timed_out and not self.awaiting_primary and self.last_heartbeat is not None
                 and now >= self.last_heartbeat + self.timeout_s):
             self.timed_out = True
+            self._deadline = self.last_heartbeat + self.timeout_s
             self._emit(EventCode.RSO_TIMEOUT,
                        f"no heartbeat from the primary for {self.timeout_s:g} s")
             if self.act_alone:
@@ -356,6 +380,7 @@ class Rso:
         self.timed_out = False
         self.ack_lost = False
         self._service_lost_told = False
+        self.awaiting_primary = self.active and not self.failed_over
         for s in self.sessions.values():
             s.clear()
 

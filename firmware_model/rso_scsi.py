@@ -12,10 +12,17 @@ import struct
 from collections.abc import Callable
 from enum import IntEnum
 
+from .events import EventCode
 from .rso import RECOVERY_PORT, STATE_CODES, Rso, RsoError
 from .scsi.commands import usage
 from .scsi.constants import Asc
-from .scsi.errors import ScsiError, illegal, invalid_field_in_parameter_list, parameter_list_length_error
+from .scsi.errors import (
+    ScsiError,
+    illegal,
+    invalid_field_in_cdb,
+    invalid_field_in_parameter_list,
+    parameter_list_length_error,
+)
 from .scsi.types import ScsiRequest, ScsiResult, Status
 from .scsi.units import ControllerUnit
 
@@ -31,6 +38,12 @@ class RsoOpcode(IntEnum):
     STATUS = 0xC2
     FORCE_FAILOVER = 0xC3
     CONFIGURE = 0xC4
+    LOG_HOST_EVENT = 0xC5
+
+
+# The events a host agent may write into the controller's log (LOG HOST EVENT).
+HOST_EVENTS = frozenset(c for c in EventCode if c.value.startswith("HOST_"))
+MAX_HOST_EVENT = 512
 
 
 def _ms(age: float | None) -> int:
@@ -47,6 +60,7 @@ def status_block(rso: Rso) -> bytes:
         | (0x08 if st["take_over"] else 0)
         | (0x10 if st["failed_over"] else 0)
         | (0x20 if st["secondary_joined"] else 0)
+        | (0x40 if st["awaiting_primary"] else 0)
     )
     return struct.pack(
         ">BBBBIII",
@@ -75,8 +89,10 @@ def _refused(err: RsoError) -> ScsiError:
     return illegal(Asc.COMMAND_SEQUENCE_ERROR)
 
 
-def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], None] | None = None) -> None:
-    """Add the five RSO commands to LUN 0; `after` runs once a command changed the model."""
+def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], None] | None = None,
+                          host_event: Callable[[EventCode, str], None] | None = None) -> None:
+    """Add the RSO commands to LUN 0; `after` runs once a command changed the model,
+    `host_event` records what an agent reports with LOG HOST EVENT."""
 
     def done() -> None:
         if after is not None:
@@ -137,6 +153,27 @@ def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], No
         done()
         return ScsiResult(Status.GOOD)
 
+    def log_host_event(req: ScsiRequest) -> ScsiResult:
+        length = struct.unpack_from(">H", req.cdb, 7)[0]
+        req.spdtl = length
+        if length > MAX_HOST_EVENT:
+            raise invalid_field_in_cdb(7)
+        data = bytes(req.data_out[:length])
+        if len(data) < length or not data:
+            raise parameter_list_length_error()
+        code_raw, _, text = data.partition(b"\0")
+        try:
+            code = EventCode(code_raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise invalid_field_in_parameter_list(0) from None
+        if code not in HOST_EVENTS:
+            raise invalid_field_in_parameter_list(0)
+        message = text.decode("utf-8", "replace").strip() or code.value
+        who = req.nexus.initiator.split(",")[0]
+        if host_event is not None:
+            host_event(code, f"port {req.nexus.port} ({who}): {message}")
+        return ScsiResult(Status.GOOD)
+
     alloc_usage = usage(0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0)
     for op, handler in (
         (RsoOpcode.HEARTBEAT, heartbeat),
@@ -145,6 +182,8 @@ def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], No
         (RsoOpcode.CONFIGURE, configure),
     ):
         unit.register(op, handler, bytes((op,)) + alloc_usage[1:], timeout=5)
+    unit.register(RsoOpcode.LOG_HOST_EVENT, log_host_event,
+                  bytes((RsoOpcode.LOG_HOST_EVENT,)) + alloc_usage[1:], timeout=5)
     unit.register(RsoOpcode.FORCE_FAILOVER, force_failover, usage(RsoOpcode.FORCE_FAILOVER, *bytes(9)),
                   timeout=5)
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ from typing import Any
 
 from firmware_model.shelf import ShelfError
 
-from .config import ConfigError, load
+from .config import ConfigError, load, parse_endpoint
 
 DEFAULT_API = "http://127.0.0.1:8500"
 
@@ -34,10 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--api", default=DEFAULT_API, metavar="URL", help=f"API base URL (default {DEFAULT_API})")
     c.add_argument("--json", action="store_true", help="print machine-readable JSON")
     c.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. SHOW GLOBALS")
+    sub.add_parser("agent", add_help=False, help="RSO host agents: `agent primary|recovery --help`")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        from .agents.cli import main as agent_main
+
+        return agent_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -46,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
+        # Listening addresses from the environment (the Docker image sets them):
+        # command-line flag > environment variable > config file > default.
+        for key, var in (("port1", "MSA500_PORT1"), ("port2", "MSA500_PORT2"), ("api", "MSA500_API")):
+            if not getattr(args, key) and os.environ.get(var):
+                parse_endpoint(os.environ[var], var)  # a bad value names the variable, not the flag
+                setattr(args, key, os.environ[var])
         settings = load(args.config, {
             "state_dir": args.state_dir, "port1": args.port1, "port2": args.port2,
             "api": args.api, "log_level": args.log_level,

@@ -13,6 +13,7 @@ from aiohttp import web
 from firmware_model.clock import MonotonicClock
 from firmware_model.controller import Controller, ControllerError
 
+from .agents.alerts import Alert, Alerts
 from .config import Settings
 from .iscsi.node import NodeConfig, PortalInfo, TargetNode
 from .iscsi.portal import Portal
@@ -20,6 +21,15 @@ from .management.api import make_app
 from .management.commands import CommandError
 
 log = logging.getLogger("msa500_emu")
+
+
+class LogSink:
+    """Controller events into the process log (one line each, at the event's severity)."""
+
+    LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+
+    def send(self, alert: Alert) -> None:
+        log.log(self.LEVELS.get(alert.severity, logging.INFO), "event %s: %s", alert.code, alert.message)
 
 
 class Emulator:
@@ -32,6 +42,8 @@ class Emulator:
         self._ticker: asyncio.Task[None] | None = None
         self._power_timer: asyncio.TimerHandle | None = None
         self._pending: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self.alerts = Alerts("array", [LogSink()], echo=False)  # SNMP traps plug in as one more sink
         self.node: TargetNode | None = None
         self.portals: list[Portal] = []
         self.api_runner: web.AppRunner | None = None
@@ -78,7 +90,11 @@ class Emulator:
         while True:
             due = ctl.next_deadline()
             now = ctl.clock.now()
-            await asyncio.sleep(1.0 if due is None else min(1.0, max(0.0, due - now)))
+            try:  # an event (configure, restore, power on...) may bring a deadline forward
+                await asyncio.wait_for(self._wake.wait(), 1.0 if due is None else min(1.0, max(0.0, due - now)))
+            except TimeoutError:
+                pass
+            self._wake.clear()
             try:
                 ctl.advance(ctl.clock.now())
             except Exception:  # a bug in background work must not stop host I/O
@@ -86,10 +102,10 @@ class Emulator:
                 await asyncio.sleep(1.0)
 
     def _on_event(self, event: Any) -> None:
-        level = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
+        self._wake.set()
         sev = getattr(event, "severity", "info")
-        log.log(level.get(str(getattr(sev, "value", sev)), logging.INFO), "event %s: %s",
-                getattr(event, "code", "?"), getattr(event, "message", ""))
+        self.alerts.raise_(str(getattr(event, "code", "?")), str(getattr(sev, "value", sev)),
+                           str(getattr(event, "message", "")))
 
     def _refresh_delays(self) -> None:
         """Per-LUN injected latency: the slowest member drive of the unit's array."""

@@ -193,6 +193,31 @@ def test_primary_fails_recovery_takes_over(c: Controller, env: Clocked) -> None:
     assert "RSO_FAILOVER" in codes(c)
 
 
+def test_an_answer_never_hides_a_passed_deadline_and_detection_is_measured(c: Controller, env: Clocked) -> None:
+    running(c, env)
+    env.clock.advance(TIMEOUT_MS / 1000 + 0.25)  # the timer has not fired yet (no advance call)
+    b = block(cmd(c, P2, 0, ACKNOWLEDGE))
+    assert b["flags"] & 0x08 and b["state"] == STATE_CODES[RsoState.TIMEOUT_ERROR]
+    env.clock.advance(0.01)
+    assert cmd(c, P2, 0, FAILOVER).status == Status.GOOD
+    # missed deadline (last heartbeat + timeout) -> fence: 0.25 s late timer + 10 ms reaction
+    assert c.rso_status()["detection_ms"] == pytest.approx(260, abs=1)
+    # a heartbeat that arrives after its deadline does not undo a timeout the recovery already saw
+    assert block(cmd(c, P1, 0, HEARTBEAT))["fenced"] == 1
+
+
+def test_hosts_write_the_same_event_log(c: Controller, env: Clocked) -> None:
+    running(c, env)
+    log = bytes((0xC5, 0, 0, 0, 0, 0, 0))
+    text = b"HOST_ACK_LOST\0no acknowledgment for 5 s"
+    assert cmd(c, P1, 0, log + struct.pack(">HB", len(text), 0), text).status == Status.GOOD
+    ev = c.events()[-1]
+    assert ev["code"] == "HOST_ACK_LOST" and "port 1 (iqn.2026-01.test:primary)" in ev["message"]
+    bad = b"DRIVE_FAILED\0lies"
+    assert sense(cmd(c, P2, 0, log + struct.pack(">HB", len(bad), 0), bad)) == (0x5, 0x26, 0x00)
+    assert sense(cmd(c, P2, 0, log + struct.pack(">HB", 4096, 0), bad)) == (0x5, 0x24, 0x00)
+
+
 def test_act_alone_controller_fences_at_the_deadline(c: Controller, env: Clocked) -> None:
     assert configure(c, act_alone=True).status == Status.GOOD
     last = env.clock.now()
@@ -241,6 +266,32 @@ def test_storage_system_fails_both_lose_service_and_no_failover(c: Controller, e
     assert sense(read(c, P1, 0, 1))[0] == 0x2
     assert sense(read(c, P2, 0, 1))[0] == 0x2
     assert c.rso_status()["failed_over"] is None
+
+
+def test_after_storage_power_loss_the_primary_does_not_resume_unattended(c: Controller, env: Clocked) -> None:
+    running(c, env)
+    c.power_off()
+    env.clock.advance(30)
+    c.power_on()
+    login(c, P1)
+    login(c, P2)
+    # Hosts that connect before the logical drives are ready see them not ready (spinning up).
+    assert sense(read(c, P1, 0, 1)) == (0x2, 0x04, 0x01)
+    st = c.rso_status()
+    assert st["awaiting_primary"] and st["state"] == RsoState.DAEMON_DOWN
+    assert block(cmd(c, P2, 0, STATUS))["flags"] & 0x40
+    # The recovery keeps acknowledging for minutes: no deadline runs, nobody takes over, no service.
+    acks = step(c, env, 300, hb=False)
+    assert not any(block(a)["flags"] & 0x08 for a in acks)
+    assert c.rso_status()["failovers"] == 0 and "RSO_TIMEOUT" not in codes(c)[-20:]
+    # An administrator starts a normal boot: the primary's first heartbeat arms the deadline again.
+    assert not block(cmd(c, P1, 0, HEARTBEAT))["flags"] & 0x40
+    assert "RSO_PRIMARY_STARTED" in codes(c)
+    step(c, env, 2)
+    assert state(c) == RsoState.OK
+    assert read(c, P1, 0, 1).status == Status.GOOD
+    step(c, env, 6, hb=False)
+    assert state(c) == RsoState.TIMEOUT_ERROR
 
 
 def test_blind_spot_dead_nic_with_heartbeats_never_fails_over(c: Controller, env: Clocked) -> None:
@@ -315,7 +366,8 @@ def test_restore_refused_while_recovery_logged_in_then_allowed(c: Controller, en
         c.rso_restore()
     c.controller.nexus_loss(P2)  # the recovery server is shut down
     c.rso_restore()
-    assert state(c) == RsoState.NO_SECONDARY
+    assert state(c) == RsoState.DAEMON_DOWN  # until the restored primary heartbeats
+    assert c.next_deadline() is None
     assert "RSO_RESTORED" in codes(c)
     assert sense(write(c, P1, 0, b"\x11" * 512)) == AA_CHANGED
     assert write(c, P1, 0, b"\x11" * 512).status == Status.GOOD
@@ -383,7 +435,7 @@ def test_settings_and_fence_survive_a_controller_reopen(env: Clocked, tmp_path: 
     c.rso_restore()
     c.close()
     c = env.open(tmp_path)
-    assert c.rso_status()["state"] == RsoState.NO_SECONDARY
+    assert c.rso_status()["state"] == RsoState.DAEMON_DOWN and c.rso_status()["awaiting_primary"]
     login(c, P2)
     assert sense(read(c, P2, 0, 1)) == STANDBY
     c.rso_configure(False)
