@@ -26,9 +26,9 @@ RUN python -m pip install --no-cache-dir /tmp/msa500-emu \
 
 # Drive images, controller NVRAM, the cache file and the event log live here.
 ENV MSA500_STATE_DIR=/var/lib/msa500-emu \
-    MSA500_PORT1=0.0.0.0:3260 \
-    MSA500_PORT2=0.0.0.0:3261 \
-    MSA500_API=0.0.0.0:8500
+    MSA500_PORT1=127.0.0.1:3260 \
+    MSA500_PORT2=127.0.0.1:3261 \
+    MSA500_API=127.0.0.1:8500
 VOLUME ["/var/lib/msa500-emu"]
 WORKDIR /var/lib/msa500-emu
 USER 10001:10001
