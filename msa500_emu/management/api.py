@@ -22,6 +22,18 @@ def make_app(array: Array, health: Any) -> web.Application:
     async def get_globals(request: web.Request) -> web.Response:
         return web.json_response(array.describe())
 
+    def view(name: str) -> Any:
+        async def get_view(request: web.Request) -> web.Response:
+            return web.json_response(getattr(array, name)())
+
+        return get_view
+
+    async def get_events(request: web.Request) -> web.Response:
+        raw = request.query.get("since", "0")
+        if not raw.isdigit():
+            return web.json_response({"ok": False, "error": f"since={raw!r}: an event id (0 or more)"}, status=400)
+        return web.json_response(array.events(int(raw)))
+
     async def post_command(request: web.Request) -> web.Response:
         try:
             body = await request.json()
@@ -42,5 +54,8 @@ def make_app(array: Array, health: Any) -> web.Application:
 
     app.router.add_get("/api/health", get_health)
     app.router.add_get("/api/globals", get_globals)
+    for name in ("disks", "units", "spares"):
+        app.router.add_get(f"/api/{name}", view(name))
+    app.router.add_get("/api/events", get_events)
     app.router.add_post("/api/command", post_command)
     return app
