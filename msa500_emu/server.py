@@ -90,8 +90,11 @@ class Emulator:
         while True:
             due = ctl.next_deadline()
             now = ctl.clock.now()
-            try:  # an event (configure, restore, power on...) may bring a deadline forward
-                await asyncio.wait_for(self._wake.wait(), 1.0 if due is None else min(1.0, max(0.0, due - now)))
+            # An event (configure, restore, power on...) may bring a deadline forward. asyncio.timeout,
+            # not wait_for: on 3.11 wait_for can swallow a cancel that races its completion.
+            try:
+                async with asyncio.timeout(1.0 if due is None else min(1.0, max(0.0, due - now))):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

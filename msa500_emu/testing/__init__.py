@@ -1,0 +1,60 @@
+"""Test support for code that uses an MSA500: start an emulated array per test, inject faults, drive RSO.
+
+With pytest, the fixtures come from the plugin this package registers (`msa500`, `msa500_factory`,
+`msa500_config`, `msa500_shared`; see docs/testing.md). Without pytest, `start_array()` gives the
+same handle:
+
+    from msa500_emu.testing import start_array
+    with start_array("/tmp/shelf", mode="inprocess") as arr:
+        ini = arr.initiator(port=1)
+        ini.write(1, 0, b"x" * 512)
+        arr.fail_drive(1)
+"""
+
+from ..iscsi.initiator import CommandResult, Initiator, InitiatorConfig, InitiatorError
+from .array import (
+    MODES,
+    MSA500,
+    PACKAGE_ROOT,
+    RSO_STATES,
+    ConfigSource,
+    CtlError,
+    Heartbeat,
+    InProcessArray,
+    MSA500Error,
+    RsoBlock,
+    RunningArray,
+    ScsiError,
+    StartError,
+    WaitTimeout,
+    report_luns,
+    start_array,
+    vendor_cdb,
+)
+
+Array = MSA500
+
+__all__ = [
+    "MODES",
+    "MSA500",
+    "PACKAGE_ROOT",
+    "RSO_STATES",
+    "Array",
+    "CommandResult",
+    "ConfigSource",
+    "CtlError",
+    "Heartbeat",
+    "InProcessArray",
+    "Initiator",
+    "InitiatorConfig",
+    "InitiatorError",
+    "MSA500Error",
+    "RsoBlock",
+    "RunningArray",
+    "ScsiError",
+    "StartError",
+    "WaitTimeout",
+    "report_luns",
+    "start_array",
+    "vendor_cdb",
+]

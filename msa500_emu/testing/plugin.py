@@ -1,0 +1,164 @@
+"""pytest plugin: fixtures that give each test an emulated MSA500 (registered as `pytest11` entry point
+`msa500`, so installing msa500-emu is enough).
+
+Fixtures
+  msa500           a fresh array per test (the marker's or `msa500_config`'s shelf), stopped after it
+  msa500_factory   start several, or with a custom config: msa500_factory(config, mode=..., name=...)
+  msa500_config    override it to pass a shelf (TOML text or a path) to `msa500`; default: built-in shelf
+  msa500_shared    one array for the whole session (`msa500_shared_config` picks its shelf)
+  msa500_mode      "subprocess" (default) or "inprocess": --msa500-mode, or ini option msa500_mode
+
+Marker
+  @pytest.mark.msa500(config=TOML_OR_PATH, mode="inprocess")   per test or module, for `msa500`
+
+On a failed test the end of each of its arrays' logs is added to the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .array import MODES, MSA500, ConfigSource, start_array
+
+LOG_TAIL_LINES = 40
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("msa500", "msa500-emu: emulated HP MSA500 arrays")
+    group.addoption("--msa500-mode", choices=MODES, default=None,
+                    help="run the arrays of the msa500 fixtures as a child process (subprocess, the default) "
+                         "or on a thread of the test process (inprocess)")
+    parser.addini("msa500_mode", "default mode of the msa500 fixtures: subprocess or inprocess",
+                  default="subprocess")
+    parser.addini("msa500_startup_timeout", "seconds an array may take to start (default 30)", default="30")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "msa500(config=None, mode=None): the shelf (TOML text or file) and mode of the `msa500` fixture's array",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"msa500-emu: arrays in {_mode(config)} mode"
+
+
+def _mode(config: pytest.Config) -> str:
+    mode = config.getoption("--msa500-mode", default=None) or str(config.getini("msa500_mode") or "subprocess")
+    if mode not in MODES:
+        raise pytest.UsageError(f"msa500_mode = {mode!r}: one of {', '.join(MODES)}")
+    return mode
+
+
+def _startup_timeout(config: pytest.Config) -> float:
+    try:
+        return float(config.getini("msa500_startup_timeout"))
+    except ValueError:
+        raise pytest.UsageError("msa500_startup_timeout: a number of seconds") from None
+
+
+class ArrayFactory:
+    """Starts arrays under one directory and stops them all at teardown."""
+
+    def __init__(self, base: Path, mode: str, startup_timeout: float = 30.0) -> None:
+        self.base = base
+        self.mode = mode
+        self.startup_timeout = startup_timeout
+        self.arrays: list[MSA500] = []
+
+    def __call__(self, config: ConfigSource = None, *, mode: str | None = None, name: str | None = None,
+                 extra: list[str] | None = None) -> MSA500:
+        """A new array: its state in <base>/<name>, its log in <base>/<name>.log."""
+        name = name or f"msa500-{len(self.arrays) + 1}"
+        if any(a.state_dir.name == name and a.alive for a in self.arrays):
+            raise ValueError(f"an array named {name!r} is running already")
+        arr = start_array(self.base / name, config, extra, mode=mode or self.mode,
+                          startup_timeout=self.startup_timeout)
+        self.arrays.append(arr)
+        return arr
+
+    def stop_all(self) -> list[str]:
+        """Stop every array still running; a line for each that did not stop cleanly."""
+        problems = []
+        for arr in reversed(self.arrays):
+            was_alive = arr.alive
+            rc = arr.stop()
+            if was_alive and rc != 0:
+                problems.append(f"{arr!r} exited with status {rc}; log {arr.log}:\n{arr.log_tail(LOG_TAIL_LINES)}")
+        return problems
+
+
+@pytest.fixture(scope="session")
+def msa500_mode(pytestconfig: pytest.Config) -> str:
+    """subprocess or inprocess: --msa500-mode, else the ini option msa500_mode."""
+    return _mode(pytestconfig)
+
+
+@pytest.fixture
+def msa500_config() -> ConfigSource:
+    """The shelf of the `msa500` fixture: override in a conftest or module (TOML text or a path)."""
+    return None
+
+
+@pytest.fixture
+def msa500_factory(tmp_path: Path, msa500_mode: str, pytestconfig: pytest.Config) -> Iterator[ArrayFactory]:
+    """msa500_factory(config=None, mode=None, name=None) -> a new array; all stopped after the test."""
+    factory = ArrayFactory(tmp_path, msa500_mode, _startup_timeout(pytestconfig))
+    yield factory
+    problems = factory.stop_all()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def msa500(request: pytest.FixtureRequest, msa500_factory: ArrayFactory, msa500_config: ConfigSource) -> MSA500:
+    """A fresh array for this test, on free loopback ports with its state in tmp_path/msa500."""
+    config, mode = msa500_config, None
+    marker = request.node.get_closest_marker("msa500")
+    if marker is not None:
+        config = marker.kwargs.get("config", marker.args[0] if marker.args else config)
+        mode = marker.kwargs.get("mode")
+    return msa500_factory(config, mode=mode, name="msa500")
+
+
+@pytest.fixture(scope="session")
+def msa500_shared_config() -> ConfigSource:
+    """The shelf of `msa500_shared` (override it in a conftest, session scope)."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def msa500_shared(tmp_path_factory: pytest.TempPathFactory, msa500_mode: str, msa500_shared_config: ConfigSource,
+                  pytestconfig: pytest.Config) -> Iterator[MSA500]:
+    """One array for the whole session: tests must leave it as they found it (no faults, RSO off)."""
+    factory = ArrayFactory(tmp_path_factory.mktemp("msa500-shared"), msa500_mode, _startup_timeout(pytestconfig))
+    yield factory(msa500_shared_config, name="shared")
+    problems = factory.stop_all()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _arrays_of(item: pytest.Item) -> list[MSA500]:
+    found: list[MSA500] = []
+    for value in getattr(item, "funcargs", {}).values():
+        candidates: list[Any] = value.arrays if isinstance(value, ArrayFactory) else [value]
+        for arr in candidates:
+            if isinstance(arr, MSA500) and all(arr is not f for f in found):
+                found.append(arr)
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for arr in _arrays_of(item):
+            tail = arr.log_tail(LOG_TAIL_LINES)
+            if tail:
+                report.sections.append((f"msa500 log ({arr.log})", tail))
