@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print machine-readable JSON")
     c.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. SHOW GLOBALS")
     sub.add_parser("agent", add_help=False, help="RSO host agents: `agent primary|recovery --help`")
+    sub.add_parser("lab", add_help=False, help="the RSO lab with two QEMU hosts: `lab --help`")
     return p
 
 
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         from .agents.cli import main as agent_main
 
         return agent_main(argv[1:])
+    if argv[:1] == ["lab"]:
+        from .lab.cli import main as lab_main
+
+        return lab_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
