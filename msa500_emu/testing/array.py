@@ -124,6 +124,13 @@ class RsoBlock:
         )
 
 
+def mirror_shelf(serial: str = "TESTSHELF1", drive_size: str = "256MiB", size: str = "32MiB") -> str:
+    """TOML of a small shelf: bays 1-2 a RAID 1 array "A" holding LUN 1 of `size` (starts in a second)."""
+    return (f'[shelf]\nserial = "{serial}"\ndrive_size = "{drive_size}"\n'
+            f'[[shelf.arrays]]\nname = "A"\nbays = [1, 2]\n'
+            f'[[shelf.logical_drives]]\nlun = 1\narray = "A"\nraid = "1"\nsize = "{size}"\n')
+
+
 def vendor_cdb(opcode: int, length: int = 0) -> bytes:
     """A 10-byte RSO CDB: opcode, reserved bytes, ALLOCATION / PARAMETER LIST LENGTH in 7-8."""
     return bytes([opcode, 0, 0, 0, 0, 0, 0]) + struct.pack(">H", length) + b"\0"

@@ -23,25 +23,14 @@ from typing import Any
 import pytest
 
 from msa500_emu.iscsi.initiator import Initiator, InitiatorConfig
+from msa500_emu.testing import mirror_shelf
 
 from ..conftest import ROOT, RunningArray, start_array
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 1.5
-SHELF = """
-[shelf]
-serial = "RSOAGENTS1"
-drive_size = "256MiB"
-[[shelf.arrays]]
-name = "A"
-bays = [1, 2]
-[[shelf.logical_drives]]
-lun = 1
-array = "A"
-raid = "1"
-size = "32MiB"
-"""
+SHELF = mirror_shelf("RSOAGENTS1", size="32MiB")
 
 
 class Agent:

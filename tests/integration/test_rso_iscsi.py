@@ -10,23 +10,11 @@ import time
 import pytest
 
 from msa500_emu.iscsi.initiator import Initiator
-from msa500_emu.testing import MSA500, CtlError, vendor_cdb
+from msa500_emu.testing import MSA500, CtlError, mirror_shelf, vendor_cdb
 
 from ..conftest import need
 
-SHELF = """
-[shelf]
-serial = "RSOTEST001"
-drive_size = "256MiB"
-[[shelf.arrays]]
-name = "A"
-bays = [1, 2]
-[[shelf.logical_drives]]
-lun = 1
-array = "A"
-raid = "1"
-size = "64MiB"
-"""
+SHELF = mirror_shelf("RSOTEST001", size="64MiB")
 
 # Each test gets a fresh array with this shelf from the plugin's `msa500` fixture.
 pytestmark = [pytest.mark.slow, pytest.mark.msa500(config=SHELF)]
