@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -107,10 +106,6 @@ def _up(lab: Lab, args: argparse.Namespace) -> int:
 
 def _supervise(lab: Lab, args: argparse.Namespace) -> int:
     sup = Supervisor(lab)
-    for role, vm in lab.state.vms.items():  # what `up` already reported is not repeated
-        with contextlib.suppress(OSError):
-            sup.offsets[(role, vm.boot)] = os.path.getsize(vm.console)
-        sup.alive[f"{role}{vm.boot}"] = alive(vm.pid)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sup.run()
     return 0

@@ -466,6 +466,10 @@ class Supervisor:
         self.who = ""
         self.last_ok: float | None = None
         self.failover: dict[str, Any] = {}
+        for role, vm in lab.state.vms.items():  # what `lab up` already reported is not repeated
+            with contextlib.suppress(OSError):
+                self.offsets[(role, vm.boot)] = os.path.getsize(vm.console)
+            self.alive[f"{role}{vm.boot}"] = alive(vm.pid)
 
     def run(self) -> None:
         lab = self.lab
@@ -544,7 +548,8 @@ class Supervisor:
                 st = lab.rso()
                 fence = float(ev["time"])
                 extra = {"detection_ms": st.get("detection_ms")}
-                self.failover = {"fence": fence, "auto": st.get("failed_over") == "auto"}
+                # the summary waits for the service to come back on another host than this one
+                self.failover = {"fence": fence, "auto": st.get("failed_over") == "auto", "from": self.who}
                 if st.get("failed_over") == "auto" and st.get("detection_ms") is not None:
                     deadline = fence - float(st["detection_ms"]) / 1000
                     self.failover["deadline"] = deadline
@@ -568,11 +573,11 @@ class Supervisor:
                 outage = None if self.last_ok is None else now - self.last_ok
                 lab.mark("service back", answered_by=who,
                          outage_s=None if outage is None else round(outage, 2))
-                if self.failover.get("fence"):
+                if self.failover.get("fence") and who != self.failover.get("from"):
                     self._summary(now, outage)
             elif self.who and who != self.who:  # the address moved without a gap a PING could see
                 lab.mark("service answered by another host", answered_by=who, before=self.who)
-                if self.failover.get("fence"):
+                if self.failover.get("fence") and who != self.failover.get("from"):
                     self._summary(now, 0.0)
             self.last_ok = now
             self.who = who
@@ -596,8 +601,10 @@ class Supervisor:
         lines += [f"  {t - t0:8.3f} s  {name}" for name, t in rows if t is not None]
         if f.get("fsck"):
             lines.append(f"            {f['fsck']}")
-        if outage is not None:
-            lines.append(f"  client outage: {outage:.2f} s")
+        if outage:
+            lines.append(f"  service unreachable for {outage:.2f} s (PING every {self.probe_interval:g} s)")
+        elif outage is not None:
+            lines.append("  the address moved with no gap a PING could see (the old host answered until then)")
         text = "\n".join(lines)
         print(text, flush=True)
         (self.lab.dir / "failover.txt").write_text(text + "\n")
