@@ -396,7 +396,8 @@ class Lab:
 
     def down(self) -> None:
         s = self.state
-        _terminate(s.supervisor_pid, 5)
+        if s.supervisor_pid != os.getpid():  # `lab up` in the foreground is the supervisor itself
+            _terminate(s.supervisor_pid, 5)
         for role in ROLES:
             vm = s.vms.get(role)
             if vm is not None and alive(vm.pid):
