@@ -13,7 +13,7 @@ from aiohttp import web
 from firmware_model.clock import MonotonicClock
 from firmware_model.controller import Controller, ControllerError
 
-from .agents.alerts import Alert, Alerts
+from .alerts import Alert, Alerts
 from .config import Settings
 from .iscsi.node import NodeConfig, PortalInfo, TargetNode
 from .iscsi.portal import Portal

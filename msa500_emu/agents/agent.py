@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .alerts import CRITICAL, INFO, WARNING, Alerts
+from ..alerts import CRITICAL, INFO, WARNING, Alerts
 from .scsi import CheckCondition, DeviceLost, RsoClient, StatusBlock, StatusError
 
 log = logging.getLogger("msa500_emu.agents")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from ..alerts import Alerts, AlertSink, CommandSink, FileSink, StreamSink, default_source
 from .agent import EXIT_USAGE, PrimaryAgent, RecoveryAgent, run
-from .alerts import Alerts, AlertSink, CommandSink, FileSink, StreamSink, default_source
 from .scsi import DeviceLost, IscsiDevice, RsoClient, SgDevice, find_array_controller
 
 

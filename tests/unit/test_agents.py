@@ -27,8 +27,8 @@ from msa500_emu.agents.agent import (
     RecoveryAgent,
     _Agent,
 )
-from msa500_emu.agents.alerts import Alerts
 from msa500_emu.agents.scsi import CheckCondition, DeviceLost, RsoClient, StatusError, _Device
+from msa500_emu.alerts import Alerts
 from tests.unit.shelf_helpers import Clocked, codes, sense
 
 TIMEOUT = 5.0

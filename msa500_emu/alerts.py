@@ -1,8 +1,9 @@
 """Alerts: one record shape and pluggable sinks (stream, file, command, the array's own log).
 
-An alert has a stable code (the same names as the controller's HOST_* events), a severity,
-a source and a one-line message. Sinks receive every alert; a failing sink is reported once and
-never stops the agent. An SNMP trap sender is one more sink: `CommandSink` already runs e.g.
+The host agents raise theirs here (codes: the controller's HOST_* events) and the emulator feeds
+every controller event through the same fan-out (`Emulator.alerts`). An alert has a stable code,
+a severity, a source and a one-line message. Sinks receive every alert; a failing sink is
+reported once and never stops its process. Standard library only (it runs inside the lab guest). An SNMP trap sender is one more sink: `CommandSink` already runs e.g.
 `snmptrap` with the alert in its environment, and a native trap sink only has to implement `send`.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-log = logging.getLogger("msa500_emu.agents")
+log = logging.getLogger("msa500_emu.alerts")
 
 INFO = "info"
 WARNING = "warning"
