@@ -404,6 +404,11 @@ class Lab:
                 _terminate(vm.pid, 5)
         if s.array_pid:
             _terminate(s.array_pid, 20)
+        elif s.api:  # somebody else's array: leave it as the lab found it (RSO off, port 1 active)
+            for line in ("RSO RESTORE", "RSO DISABLE"):
+                with contextlib.suppress(LabError):
+                    self._wait(lambda: self.rso()["sessions"]["2"] == 0, 10, "port 2 logged out")
+                    self.command(line)
         s.supervisor_pid = None
         s.array_pid = None
         s.service_on = None
