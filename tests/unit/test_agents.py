@@ -325,3 +325,23 @@ def test_agents_wait_politely_for_configuration_and_refuse_the_wrong_port(sim: S
     sim.primary(configure=(TIMEOUT, False))
     sim.run(3)
     assert r.joined and state(sim) == RsoState.OK
+
+
+def test_sg_io_header_matches_the_kernel_layout() -> None:
+    """struct sg_io_hdr is 88 bytes on x86_64 (64 on 32-bit); the guest's agents use it for real."""
+    import ctypes
+
+    from msa500_emu.agents.scsi import SgIoHdr
+
+    assert ctypes.sizeof(SgIoHdr) == (88 if ctypes.sizeof(ctypes.c_void_p) == 8 else 64)
+    assert SgIoHdr.status.offset == (64 if ctypes.sizeof(ctypes.c_void_p) == 8 else 44)
+
+
+def test_device_that_is_not_the_array_controller_is_refused(sim: Sim) -> None:
+    class Lun1(LocalDevice):
+        def run(self, cdb: bytes, data_out: bytes, read_len: int) -> bytes:
+            data = super().run(cdb, data_out, read_len)
+            return bytes([0x00]) + data[1:] if cdb[0] == 0x12 else data  # INQUIRY says: a disk
+
+    with pytest.raises(ValueError, match="LUN 0"):
+        RsoClient(Lun1(sim, 1, "wrong"))
