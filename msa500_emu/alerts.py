@@ -3,8 +3,9 @@
 The host agents raise theirs here (codes: the controller's HOST_* events) and the emulator feeds
 every controller event through the same fan-out (`Emulator.alerts`). An alert has a stable code,
 a severity, a source and a one-line message. Sinks receive every alert; a failing sink is
-reported once and never stops its process. Standard library only (it runs inside the lab guest). An SNMP trap sender is one more sink: `CommandSink` already runs e.g.
-`snmptrap` with the alert in its environment, and a native trap sink only has to implement `send`.
+reported once and never stops its process. Standard library only (it runs inside the lab guest).
+An SNMP trap sender is one more sink: `CommandSink` already runs e.g. `snmptrap` with the alert
+in its environment (agents only: it blocks), and a native trap sink only has to implement `send`.
 """
 
 from __future__ import annotations
