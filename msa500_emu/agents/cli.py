@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..alerts import Alerts, AlertSink, CommandSink, FileSink, StreamSink, default_source
+from ..iscsi.url import IscsiUrl
 from .agent import EXIT_USAGE, PrimaryAgent, RecoveryAgent, run
 from .scsi import DeviceLost, IscsiDevice, RsoClient, SgDevice, find_array_controller
 
@@ -67,10 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s {args.role}-agent %(levelname)s: %(message)s")
     if args.target:
-        from .scsi import IscsiUrl
-
         try:
-            url = IscsiUrl.parse(args.target)
+            url = IscsiUrl.parse(args.target, default_lun=0)
         except ValueError as exc:
             print(f"msa500-emu agent: {exc}", file=sys.stderr)
             return EXIT_USAGE

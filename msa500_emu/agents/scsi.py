@@ -14,19 +14,19 @@ import ctypes
 import errno
 import fcntl
 import os
-import re
 import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pyscsi.pyscsi.scsi_enum_command as scsi_enum_command
 from pyscsi.pyscsi.scsi import SCSI
 from pyscsi.pyscsi.scsi_command import SCSICommand
 from pyscsi.pyscsi.scsi_opcode import OpCode
 from pyscsi.pyscsi.scsi_sense import SCSICheckCondition
+
+from ..iscsi.url import IscsiUrl
 
 ARRAY_CONTROLLER_TYPE = 0x0C  # SCSI peripheral device type of LUN 0 (storage array controller)
 
@@ -121,22 +121,6 @@ class _Device:
 
 
 # ------------------------------------------------------------------ iSCSI
-@dataclass
-class IscsiUrl:
-    host: str
-    port: int
-    target: str
-    lun: int
-
-    @classmethod
-    def parse(cls, url: str) -> IscsiUrl:
-        m = re.fullmatch(r"iscsi://(\[[^\]]+\]|[^/:]+)(?::(\d+))?/([^/]+)(?:/(\d+))?/?", url)
-        if not m:
-            raise ValueError(f"{url!r}: expected iscsi://HOST[:PORT]/TARGET-IQN[/LUN]")
-        host = m.group(1).strip("[]")
-        return cls(host, int(m.group(2) or 3260), unquote(m.group(3)), int(m.group(4) or 0))
-
-
 class IscsiDevice(_Device):
     """One iSCSI session (the project's initiator) to LUN `lun` of a target."""
 
@@ -144,7 +128,7 @@ class IscsiDevice(_Device):
         super().__init__()
         from ..iscsi.initiator import Initiator, InitiatorConfig  # not needed on the SG_IO path
 
-        self.url = IscsiUrl.parse(url)
+        self.url = IscsiUrl.parse(url, default_lun=0)
         isid = bytes((0x80,)) + os.urandom(3) + b"\0\x01"  # random-format ISID: one nexus per agent run
         cfg = InitiatorConfig(initiator_name=initiator_name, isid=isid)
         try:
@@ -304,6 +288,9 @@ class RsoCommand(SCSICommand):
 
 @dataclass
 class StatusBlock:
+    """The 16-byte status block HEARTBEAT and ACKNOWLEDGE answer with (RSO STATUS: 32 bytes, counters too)."""
+
+    code: int
     state: str
     enabled: bool
     act_alone: bool
@@ -323,14 +310,20 @@ class StatusBlock:
 
     @classmethod
     def decode(cls, d: bytes) -> StatusBlock:
-        state, flags, active, fenced, hb, ack, timeout = struct.unpack(">BBBBIII", d[:16])
-        blk = cls(STATES.get(state, f"unknown({state})"), bool(flags & 0x01), bool(flags & 0x02),
-                  bool(flags & 0x04), bool(flags & 0x08), bool(flags & 0x10), bool(flags & 0x20),
-                  bool(flags & 0x40), active, fenced, None if hb == UNKNOWN_AGE else hb,
-                  None if ack == UNKNOWN_AGE else ack, timeout)
+        if len(d) < 16:
+            raise ValueError(f"RSO status block of {len(d)} bytes (16 expected)")
+        code, flags, active, fenced, hb, ack, timeout = struct.unpack_from(">BBBBIII", d)
+        blk = cls(code=code, state=STATES.get(code, f"unknown({code})"), enabled=bool(flags & 0x01),
+                  act_alone=bool(flags & 0x02), ack_recent=bool(flags & 0x04), take_over=bool(flags & 0x08),
+                  failed_over=bool(flags & 0x10), secondary_joined=bool(flags & 0x20),
+                  awaiting_primary=bool(flags & 0x40), active_port=active, fenced_port=fenced,
+                  heartbeat_age_ms=None if hb == UNKNOWN_AGE else hb,
+                  ack_age_ms=None if ack == UNKNOWN_AGE else ack, timeout_ms=timeout)
         if len(d) >= 28:
-            blk.heartbeats, blk.acks, blk.failovers = struct.unpack(">III", d[16:28])
+            blk.heartbeats, blk.acks, blk.failovers = struct.unpack_from(">III", d, 16)
         return blk
+
+    parse = decode
 
     @property
     def fenced_primary(self) -> bool:

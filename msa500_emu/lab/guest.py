@@ -16,13 +16,14 @@ key-value service answers on guest port 7000 (`kv_request`).
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..iscsi.url import IscsiUrl
 
 SERVICE_PORT = 7000  # the key-value service inside the guest
 GUEST_ADDR = "10.0.2.15"  # QEMU user networking: the same address in every VM
@@ -106,24 +107,6 @@ def build(cache_dir: Path | str | None = None, *, force: bool = False, agents_di
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
         raise GuestError(f"build-guest failed (exit {proc.returncode}):\n{tail}")
     return GuestImage.load(d)
-
-
-@dataclass(frozen=True)
-class IscsiUrl:
-    portal: str  # host:port
-    target: str
-    lun: int
-
-    @classmethod
-    def parse(cls, url: str) -> IscsiUrl:
-        m = re.fullmatch(r"iscsi://([^/]+)/([^/]+)/(\d+)", url)
-        if not m:
-            raise ValueError(f"not an iscsi://HOST:PORT/IQN/LUN URL: {url}")
-        portal = m.group(1) if ":" in m.group(1) else m.group(1) + ":3260"
-        return cls(portal, m.group(2), int(m.group(3)))
-
-    def __str__(self) -> str:
-        return f"iscsi://{self.portal}/{self.target}/{self.lun}"
 
 
 def install(image: GuestImage, url: str, *, initiator_name: str = INSTALLER_INITIATOR,

@@ -26,10 +26,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
+from ..agents.scsi import STATES, StatusBlock
 from ..iscsi.initiator import CommandResult, Initiator, InitiatorConfig, InitiatorError
 
 if TYPE_CHECKING:
@@ -48,8 +48,7 @@ INITIATOR_PREFIX = "iqn.2026-11.org.msa500-emu.testing"
 
 # RSO vendor commands on LUN 0 (docs/rso-commands.md).
 HEARTBEAT, ACKNOWLEDGE, RSO_STATUS, FORCE_FAILOVER, CONFIGURE = 0xC0, 0xC1, 0xC2, 0xC3, 0xC4
-RSO_STATES = {1: "ok", 2: "notConfigured", 3: "disabled", 4: "noSecondary", 5: "linkDown",
-              6: "secondaryRunningAuto", 7: "secondaryRunningUser", 8: "timeoutError", 9: "daemonDown"}
+RSO_STATES = STATES
 
 
 # ----------------------------------------------------------------------------------- errors
@@ -91,37 +90,7 @@ class WaitTimeout(AssertionError, TimeoutError):
 
 
 # ----------------------------------------------------------------------------- RSO answers
-@dataclass(frozen=True)
-class RsoBlock:
-    """The 16-byte status block HEARTBEAT and ACKNOWLEDGE answer with."""
-
-    code: int
-    state: str
-    enabled: bool
-    act_alone: bool
-    ack_recent: bool
-    take_over: bool
-    failed_over: bool
-    secondary_joined: bool
-    active_port: int
-    fenced_port: int
-    heartbeat_age_ms: int | None
-    ack_age_ms: int | None
-    timeout_ms: int
-
-    @classmethod
-    def parse(cls, data: bytes) -> RsoBlock:
-        if len(data) < 16:
-            raise MSA500Error(f"RSO status block of {len(data)} bytes (16 expected)")
-        code, flags, active, fenced, hb, ack, timeout = struct.unpack_from(">BBBBIII", data)
-        return cls(
-            code=code, state=RSO_STATES.get(code, f"unknown({code})"),
-            enabled=bool(flags & 0x01), act_alone=bool(flags & 0x02), ack_recent=bool(flags & 0x04),
-            take_over=bool(flags & 0x08), failed_over=bool(flags & 0x10), secondary_joined=bool(flags & 0x20),
-            active_port=active, fenced_port=fenced,
-            heartbeat_age_ms=None if hb == 0xFFFFFFFF else hb, ack_age_ms=None if ack == 0xFFFFFFFF else ack,
-            timeout_ms=timeout,
-        )
+RsoBlock = StatusBlock  # the agents' decoder; `RsoBlock.parse(data)`
 
 
 def mirror_shelf(serial: str = "TESTSHELF1", drive_size: str = "256MiB", size: str = "32MiB") -> str:
