@@ -102,32 +102,25 @@ def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], No
         alloc = struct.unpack_from(">H", req.cdb, 7)[0]
         return ScsiResult(Status.GOOD, data[:alloc])
 
-    def heartbeat(req: ScsiRequest) -> ScsiResult:
-        try:
-            rso.heartbeat(req.nexus.port)
-        except RsoError as err:
-            raise _refused(err) from None
-        done()
-        return data_in(req, status_block(rso))
+    def port_command(action: Callable[[int], object], answer: bool) -> Callable[[ScsiRequest], ScsiResult]:
+        """A model call made by the port the command came through; refusals become sense."""
 
-    def acknowledge(req: ScsiRequest) -> ScsiResult:
-        try:
-            rso.acknowledge(req.nexus.port)
-        except RsoError as err:
-            raise _refused(err) from None
-        done()
-        return data_in(req, status_block(rso))
+        def handler(req: ScsiRequest) -> ScsiResult:
+            try:
+                action(req.nexus.port)
+            except RsoError as err:
+                raise _refused(err) from None
+            done()
+            return data_in(req, status_block(rso)) if answer else ScsiResult(Status.GOOD)
+
+        return handler
+
+    heartbeat = port_command(rso.heartbeat, answer=True)
+    acknowledge = port_command(rso.acknowledge, answer=True)
+    force_failover = port_command(rso.failover, answer=False)
 
     def status(req: ScsiRequest) -> ScsiResult:
         return data_in(req, full_status(rso))
-
-    def force_failover(req: ScsiRequest) -> ScsiResult:
-        try:
-            rso.failover(req.nexus.port)
-        except RsoError as err:
-            raise _refused(err) from None
-        done()
-        return ScsiResult(Status.GOOD)
 
     def configure(req: ScsiRequest) -> ScsiResult:
         length = struct.unpack_from(">H", req.cdb, 7)[0]
