@@ -44,6 +44,7 @@ from typing import Any
 import crc32c
 
 from .clock import Clock
+from .scsi.errors import ScsiError
 from .scsi.types import BlockVolume
 
 CACHE_FILE = "cache.nvram"
@@ -463,7 +464,12 @@ class WriteCache:
                     self._clean.move_to_end(base | _idx)
             self.read_hit_blocks += count
             return b"".join(parts)
-        data = vol.read(lba, count)
+        try:
+            data = vol.read(lba, count)
+        except ScsiError:
+            if not any(line.dirty for _i, line, _s, _e in hits):
+                raise
+            data = self._read_around_dirty(vol, lba, count, hits)
         if not hits:
             if count <= POPULATE_MAX_BLOCKS and self.max_clean:
                 self._populate(lun, lba, count, data)
@@ -484,6 +490,29 @@ class WriteCache:
                 out[o : o + (re - rs) * BLOCK] = mv[d + rs * BLOCK : d + re * BLOCK]
                 self.read_hit_blocks += re - rs
         return bytes(out) if out is not None else data
+
+    @staticmethod
+    def _read_around_dirty(vol: Volume, lba: int, count: int, hits: list[tuple[int, _Line, int, int]]) -> bytes:
+        """The drives' part of a read that failed as a whole: only the blocks the cache does not
+        hold dirty (a block rewritten over a lost one must not fail with it); the dirty ones are
+        laid on top by the caller."""
+        held = bytearray(count)
+        for idx, line, s, e in hits:
+            for b in range(s, e):
+                if line.dirty >> b & 1:
+                    held[idx * 8 + b - lba] = 1
+        out = bytearray(count * BLOCK)
+        b = 0
+        while b < count:
+            if held[b]:
+                b += 1
+                continue
+            e = b
+            while e < count and not held[e]:
+                e += 1
+            out[b * BLOCK : e * BLOCK] = vol.read(lba + b, e - b)
+            b = e
+        return bytes(out)
 
     def _populate(self, lun: int, lba: int, count: int, data: bytes) -> None:
         """Keep whole lines of a read as clean lines (the read cache)."""

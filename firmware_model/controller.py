@@ -67,6 +67,7 @@ from .enclosure import (
     EnclosureError,
 )
 from .events import EVENTS_FILE, Event, EventCode, EventLog, Severity
+from .lost_blocks import LostBlocks
 from .metadata import (
     METADATA_BYTES,
     ArrayConfig,
@@ -389,6 +390,10 @@ class LdVolume:
         ld = self.ld
         if ld.state is UnitState.FAILED:
             raise unit_offline_sense()
+        if ld.lost:
+            first = ld.lost.first_in(lba, count)
+            if first is not None:
+                raise unrecovered_read(first)
         try:
             if ld.new_volume is not None and lba < ld.moved_blocks:
                 split = min(lba + count, ld.moved_blocks)
@@ -403,7 +408,7 @@ class LdVolume:
     def _sense_for(self, exc: Exception) -> ScsiError:
         """The answer a host gets when the RAID engine gives up, after the controller notes it."""
         if isinstance(exc, UnrecoverableRead):
-            self.ctrl._media_error(self.ld, exc.lba)
+            self.ctrl._lost_found("a degraded read")
             return unrecovered_read(exc.lba)
         self.ctrl._io_failed(self.ld)
         return unit_failed_sense()
@@ -424,8 +429,13 @@ class LdVolume:
                 ld.volume.write(lba, data)
         except (UnrecoverableRead, VolumeFailed, DriveError) as exc:
             raise self._sense_for(exc) from None
-        if self.ctrl._pending_member_errors:
-            self.ctrl._handle_member_errors()
+        ctrl = self.ctrl
+        if ctrl._lost_pending:
+            ctrl._lost_found("a write to the same stripe row")
+        if ld.lost:
+            ctrl._lost_healed(ld, lba, len(data) // BLOCK_SIZE)
+        if ctrl._pending_member_errors:
+            ctrl._handle_member_errors()
 
     def flush(self) -> None:
         self.ld.volume.flush()
@@ -440,6 +450,7 @@ class LogicalDrive:
         self.new_volume: RaidVolume | None = None  # expansion: the new layout below moved_blocks
         self.moved_blocks = 0
         self.state = UnitState.OK
+        self.lost = LostBlocks(cfg.lost)
         self.unit: BlockUnit | None = None
         self.view: LdVolume | None = None
 
@@ -531,6 +542,7 @@ class Controller:
         self._next_step = 0.0
         self._steps_since_save = 0
         self._pending_member_errors: list[_MemberErr] = []
+        self._lost_pending: list[tuple[int, int, int]] = []  # (lun, lba, count) not yet in the event log
         self._closed = False
         nvram = self._load_nvram()
         # Recovery Server Option: settings and fence from NVRAM, wired to the log and the ALUA gate.
@@ -760,8 +772,12 @@ class Controller:
         def on_error(slot: int, err: DriveError) -> None:
             self._pending_member_errors.append(_MemberErr(name, slot, err))
 
+        def on_lost(lba: int, count: int) -> None:
+            if ld.lost.add(lba, count):
+                self._lost_pending.append((ld.cfg.lun, lba, count))
+
         return RaidVolume(level, members, ld.stripe_unit, ld.cfg.num_blocks,  # type: ignore[arg-type]
-                          BLOCK_SIZE, base, on_member_error=on_error)
+                          BLOCK_SIZE, base, on_member_error=on_error, on_lost=on_lost)
 
     def _attach_unit(self, ld: LogicalDrive) -> None:
         ld.view = LdVolume(self, ld)
@@ -933,12 +949,40 @@ class Controller:
         if self._refresh():
             self._commit()
 
-    def _media_error(self, ld: LogicalDrive, lba: int) -> None:
-        self.log.emit(EventCode.DRIVE_MEDIA_ERROR,
-                      f"logical drive {ld.cfg.lun}: unrecoverable read error at LBA {lba}",
-                      lun=ld.cfg.lun, array=ld.cfg.array)
+    def _lost_found(self, during: str) -> None:
+        """Log the blocks the RAID engine just recorded as lost (one event per range) and keep
+        the list in NVRAM with the rest of the configuration."""
+        pending, self._lost_pending = self._lost_pending, []
+        if pending:
+            spans: dict[int, list[tuple[int, int]]] = {}
+            for lun, lba, n in sorted(pending):
+                runs = spans.setdefault(lun, [])
+                if runs and lba <= runs[-1][1]:
+                    runs[-1] = (runs[-1][0], max(runs[-1][1], lba + n))
+                else:
+                    runs.append((lba, lba + n))
+            for lun, runs in spans.items():
+                ld = self.lds[lun]
+                shown = runs[:8]
+                more = f" and {len(runs) - 8} more ranges" if len(runs) > 8 else ""
+                self.log.emit(EventCode.BLOCKS_LOST,
+                              f"logical drive {lun}: "
+                              + ", ".join(f"LBA {a}-{b - 1} ({b - a} blocks)" for a, b in shown) + more
+                              + f" could not be reconstructed during {during}; they read as MEDIUM ERROR "
+                              f"until written ({ld.lost.total} lost blocks in all)",
+                              lun=lun, array=ld.cfg.array)
+            self._save_nvram()
         if self._pending_member_errors:
             self._handle_member_errors()
+
+    def _lost_healed(self, ld: LogicalDrive, lba: int, count: int) -> None:
+        healed = ld.lost.heal(lba, count)
+        if healed:
+            self.log.emit(EventCode.BLOCKS_HEALED,
+                          f"logical drive {ld.cfg.lun}: {healed} lost blocks in LBA {lba}-{lba + count - 1} "
+                          f"written again ({ld.lost.total} lost blocks remain)",
+                          lun=ld.cfg.lun, array=ld.cfg.array, severity=Severity.INFO)
+            self._save_nvram()
 
     def _usable_spare(self, arr: ArrayRt) -> Drive | None:
         in_use = {d.serial for a in self.arrays.values() for d in a.members}
@@ -1141,10 +1185,8 @@ class Controller:
                     drive.discard(pos, n)  # all holes: the rebuilt content is zeros
                 else:
                     target.volume.rebuild_region(slot, pos - base, n)
-            except UnrecoverableRead as exc:
-                self.log.emit(EventCode.DRIVE_MEDIA_ERROR,
-                              f"array {arr.name}: rebuild could not recover LBA {exc.lba} of logical drive "
-                              f"{target.cfg.lun}; the block is lost", lun=target.cfg.lun, array=arr.name)
+                    if self._lost_pending:
+                        self._lost_found(f"the rebuild onto drive {drive.serial} in bay {drive.bay}")
             except VolumeFailed:
                 self._refresh()
                 n = stop - pos
@@ -1266,7 +1308,9 @@ class Controller:
         end = min(ld.cfg.num_blocks, start + max(1, want // per) * per)
         if not restripe_safe(old, new, start, end):
             raise ValueError("step too small to stay clear of unmoved data")
-        data = old.read(start, end - start)
+        data = old.read_salvaged(start, end - start)
+        if self._lost_pending:
+            self._lost_found(f"the expansion of array {arr.name}")
         journal = self.state_dir / JOURNAL_FILE
         journal.write_bytes(struct.pack(">4sIQQ", arr.name.encode()[:4].ljust(4, b"\0"), ld.cfg.lun, start, end)
                             + bytes(4) + data)
@@ -1409,6 +1453,7 @@ class Controller:
                 "rebuild_percent": rebuild if ld.state is UnitState.REBUILDING else None,
                 "expand_percent": expand,
                 "fault_tolerance": 0 if ld.state is UnitState.FAILED else ld.volume.fault_tolerance(),
+                "lost_blocks": ld.lost.total,
                 "bays": self._member_bays(arr),
                 "spares": [self._spare_bay(s) for s in arr.cfg.spares],
                 "base_offset": ld.cfg.base_offset,

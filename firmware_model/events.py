@@ -39,6 +39,8 @@ class EventCode(StrEnum):
     DRIVE_INSERTED = "DRIVE_INSERTED"
     DRIVE_MOVED = "DRIVE_MOVED"
     DRIVE_MEDIA_ERROR = "DRIVE_MEDIA_ERROR"
+    BLOCKS_LOST = "BLOCKS_LOST"  # blocks of a logical drive nothing could reconstruct
+    BLOCKS_HEALED = "BLOCKS_HEALED"  # lost blocks written again by a host
     DRIVE_LATENCY = "DRIVE_LATENCY"
     DRIVE_PREDICTIVE_FAILURE = "DRIVE_PREDICTIVE_FAILURE"
     DRIVE_FAULTS_CLEARED = "DRIVE_FAULTS_CLEARED"
@@ -108,6 +110,9 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.DRIVE_INSERTED: (Severity.INFO, "a physical drive was inserted"),
     EventCode.DRIVE_MOVED: (Severity.INFO, "a configured drive was found in another bay"),
     EventCode.DRIVE_MEDIA_ERROR: (Severity.WARNING, "a drive reported an unrecoverable media error"),
+    EventCode.BLOCKS_LOST: (Severity.CRITICAL, "blocks of a logical drive could not be reconstructed; "
+                            "they read as MEDIUM ERROR until written"),
+    EventCode.BLOCKS_HEALED: (Severity.INFO, "lost blocks of a logical drive were written again"),
     EventCode.DRIVE_LATENCY: (Severity.INFO, "added latency was set on a drive"),
     EventCode.DRIVE_PREDICTIVE_FAILURE: (Severity.WARNING, "a drive predicts its own failure"),
     EventCode.DRIVE_FAULTS_CLEARED: (Severity.INFO, "injected drive faults were cleared"),

@@ -40,6 +40,7 @@ class LdConfig:
     base_offset: int  # bytes into each member's data area
     num_blocks: int
     failed: bool = False  # sticky: data lost until deleted (or its drives come back)
+    lost: list[list[int]] = field(default_factory=list)  # [first LBA, count]: unreconstructible blocks
 
 
 @dataclass

@@ -7,6 +7,15 @@ keeps parity and mirrors current on every write, and rebuilds on request.
 Several logical drives share one array: each `RaidVolume` uses bytes
 [base_offset, base_offset + per_member_bytes) of every member's area.
 
+Lost blocks: a block whose content neither its member nor the redundancy can give (a media
+error on a survivor of a degraded row, both copies of a mirror unreadable) is lost. Reads name
+every such block to `on_lost(lba, count)` and fail with UnrecoverableRead at the first one.
+Writes and rebuilds never stop at one: they settle the row (the unknown data chunks become
+zeros on every member that can be written, parity is recomputed over that), report the lost
+blocks and carry on, so parity always agrees with what the members hold and nothing that was
+reconstructible changes. The owner keeps the list (reads of a lost block must fail until it
+is written again).
+
 Write errors: when a member raises DriveError on a write, the volume calls
 `on_member_error(member_index, error)` if given (the controller marks that member FAILED) and
 carries on degraded for the rest of the operation, so the data stays consistent and the host
@@ -26,6 +35,7 @@ from .api import DriveError, Member, MemberState, RaidLevel, UnrecoverableRead, 
 from .layout import MIRRORED, Layout, Piece, StripeRoles, fault_tolerance
 
 OnMemberError = Callable[[int, DriveError], None]
+OnLost = Callable[[int, int], None]  # (first LBA, count) of logical blocks that could not be reconstructed
 VolumeState = Literal["ok", "degraded", "failed"]
 
 
@@ -49,7 +59,7 @@ class RaidVolume:
 
     def __init__(self, level: RaidLevel, members: list[Member], stripe_unit: int, num_blocks: int,
                  block_size: int = 512, base_offset: int = 0,
-                 on_member_error: OnMemberError | None = None) -> None:
+                 on_member_error: OnMemberError | None = None, on_lost: OnLost | None = None) -> None:
         self.layout = Layout(RaidLevel(level), len(members), stripe_unit)
         if stripe_unit % block_size:
             raise ValueError(f"stripe unit {stripe_unit} is not a multiple of the block size {block_size}")
@@ -62,6 +72,8 @@ class RaidVolume:
         self._num_blocks = num_blocks
         self.base_offset = base_offset
         self.on_member_error = on_member_error
+        self.on_lost = on_lost
+        self._lost_lbas: list[int] = []  # lost blocks found by the current operation
         self._parity = self.level not in MIRRORED and self.level is not RaidLevel.RAID0
         self._dropped: set[int] = set()  # members that failed a write in the current operation
 
@@ -159,16 +171,28 @@ class RaidVolume:
     # ---- BlockVolume ----------------------------------------------------------------------
 
     def read(self, lba: int, count: int) -> bytes:
+        data, first = self._read_all(lba, count)
+        if first is not None:
+            raise UnrecoverableRead(first)
+        return data
+
+    def read_salvaged(self, lba: int, count: int) -> bytes:
+        """Like read, but lost blocks come back as zeros (reported to `on_lost`) instead of an
+        error: for moving data (expansion), where the owner keeps the lost list."""
+        return self._read_all(lba, count)[0]
+
+    def _read_all(self, lba: int, count: int) -> tuple[bytes, int | None]:
         off, length = self._span(lba, count)
         if not length:
-            return b""
-        self._dropped = set()
+            return b"", None
+        self._begin()
         self._check_alive()
         if self._parity:
             parts = self._read_parity(off, length)
         else:
             parts = [self._read_copies(pc) for pc in self._coalesced(off, length)]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        first = self._report_lost()
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), first
 
     def write(self, lba: int, data: bytes | bytearray | memoryview) -> None:
         mv = memoryview(data).cast("B")
@@ -177,9 +201,33 @@ class RaidVolume:
         off, length = self._span(lba, len(mv) // self.block_size)
         if not length:
             return
-        self._dropped = set()
+        self._begin()
         self._check_alive()
         self._write_bytes(off, mv, force_rcw=False)
+        self._report_lost()
+
+    # ---- lost blocks ------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._dropped = set()
+        self._lost_lbas = []
+
+    def _report_lost(self) -> int | None:
+        """Hand the lost blocks found by this operation to the owner, as runs; the first LBA."""
+        lbas = sorted(set(self._lost_lbas))
+        self._lost_lbas = []
+        if not lbas:
+            return None
+        if self.on_lost is not None:
+            start = prev = lbas[0]
+            for x in [*lbas[1:], None]:
+                if x is not None and x == prev + 1:
+                    prev = x
+                    continue
+                self.on_lost(start, prev - start + 1)
+                if x is not None:
+                    start = prev = x
+        return lbas[0]
 
     def flush(self) -> None:
         for m in self.members:
@@ -221,7 +269,8 @@ class RaidVolume:
                 except DriveError:
                     continue
             else:
-                raise UnrecoverableRead((pc.logical_offset + o) // bs)
+                self._lost_lbas.append((pc.logical_offset + o) // bs)
+                out += bytes(bs)
         return bytes(out)
 
     # ---- parity levels: reads -----------------------------------------------------------------
@@ -267,15 +316,73 @@ class RaidVolume:
         return [g for g in got if g is not None]
 
     def _salvage(self, pc: Piece, roles: StripeRoles) -> bytes:
-        """Rebuild a piece block by block, to name the first block that cannot be rebuilt."""
+        """Rebuild a piece block by block, noting every block that cannot be rebuilt."""
         bs = self.block_size
         out = bytearray()
         for o in range(pc.chunk_offset, pc.chunk_offset + pc.length, bs):
             try:
                 out += self._gather_row(pc.stripe, roles, o, o + bs)[pc.index]
             except _RowLost:
-                raise UnrecoverableRead(self._lba(pc.stripe, pc.index, o)) from None
+                self._lost_lbas.append(self._lba(pc.stripe, pc.index, o))
+                out += bytes(bs)
         return bytes(out)
+
+    def _settled_row(self, stripe: int, roles: StripeRoles, a: int, b: int,
+                     usable: Callable[[int], bool]) -> tuple[list[bytearray], list[tuple[int, int]]]:
+        """The data chunks of row [a, b), solved block by block from the members `usable` allows;
+        a block that cannot be solved is zeros, listed as (data index, chunk offset)."""
+        bs = self.block_size
+        k = len(roles.data)
+        full = [bytearray(b - a) for _ in range(k)]
+        lost: list[tuple[int, int]] = []
+        for o in range(a, b, bs):
+            moff = stripe * self.stripe_unit + o
+            cur: list[parity.Buffer | None] = []
+            for holders in roles.data:
+                got = None
+                for m in holders:
+                    if usable(m) and self._readable(m, moff, bs):
+                        got = self._try_read(m, moff, bs)
+                        if got is not None:
+                            break
+                cur.append(got)
+            if self._parity:
+                p = self._try_read(roles.p, moff, bs) if roles.p is not None and usable(roles.p) else None
+                q = self._try_read(roles.q, moff, bs) if roles.q is not None and usable(roles.q) else None
+                try:
+                    vals: list[bytes | None] = list(parity.recover(cur, p, q))
+                except parity.Unsolvable:
+                    vals = [None if c is None else parity._as_bytes(c) for c in cur]
+            else:
+                vals = [None if c is None else parity._as_bytes(c) for c in cur]
+            for j, v in enumerate(vals):
+                if v is None:
+                    lost.append((j, o))
+                else:
+                    full[j][o - a:o - a + bs] = v
+        return full, lost
+
+    def _settle(self, stripe: int, roles: StripeRoles, a: int, lost: list[tuple[int, int]],
+                full: list[bytearray], with_parity: bool = True) -> None:
+        """Write zeros where lost data chunks sit (remapping media errors), note their LBAs, and
+        (`with_parity`) bring P/Q of those blocks in line with the settled data `full`."""
+        bs = self.block_size
+        base = stripe * self.stripe_unit
+        for j, o in lost:
+            self._lost_lbas.append(self._lba(stripe, j, o))
+            for m in roles.data[j]:
+                if self._writable(m):
+                    self._write_member(m, base + o, bytes(bs))
+        if not self._parity or not with_parity:
+            return
+        for o in sorted({o for _, o in lost}):
+            row = [bytes(c[o - a:o - a + bs]) for c in full]
+            names = [name for name, m in (("p", roles.p), ("q", roles.q)) if m is not None and self._writable(m)]
+            values = self._parity_of(row, names)
+            for name in names:
+                pm = roles.p if name == "p" else roles.q
+                assert pm is not None
+                self._write_member(pm, base + o, values[name])
 
     def _gather_row(self, stripe: int, roles: StripeRoles, a: int, b: int,
                     cache: dict[int, tuple[int, bytes]] | None = None,
@@ -409,10 +516,15 @@ class RaidVolume:
                     try:
                         solved = parity.recover(cur, self._try_read(roles.p, moff, n),
                                                 self._try_read(roles.q, moff, n))
+                        full = [new[j] if j in new else solved[j] for j in range(k)]
                     except parity.Unsolvable:
-                        lost = next((j for j in uncovered if cur[j] is None), covered[0])
-                        raise UnrecoverableRead(self._lba(stripe, lost, a)) from None
-                    full = [new[j] if j in new else solved[j] for j in range(k)]
+                        # blocks of untouched chunks nothing can give are lost: settle them as zeros
+                        settled, lost = self._settled_row(stripe, roles, a, b, lambda m: m not in bad)
+                        for j in covered:
+                            settled[j][:] = new[j]
+                        self._settle(stripe, roles, a, [(j, o) for j, o in lost if j not in new], settled,
+                                     with_parity=False)
+                        full = list(settled)
                     values = self._parity_of(full, [name for name, _ in par])
                 break
             except _MemberReadError as e:
@@ -467,37 +579,39 @@ class RaidVolume:
             return parity.xor_blocks(row)
         return parity.q_syndrome(row)
 
-    def rebuild_region(self, member: int, offset: int, length: int) -> None:
+    def rebuild_region(self, member: int, offset: int, length: int) -> int:
         """Reconstruct extent bytes [offset, offset+length) of `member` from the others and write them.
 
-        Offsets are relative to this volume's extent (base_offset). Raises UnrecoverableRead
-        naming the first logical block of the first row that could not be rebuilt (for a P/Q row,
-        the row's first data block); everything before it was rebuilt. A DriveError writing the
-        member being rebuilt propagates.
+        Offsets are relative to this volume's extent (base_offset). Blocks that cannot be rebuilt
+        (a survivor unreadable there too) are settled as zeros on every writable member of the
+        row, with parity to match, and reported to `on_lost`; the rest of the region is rebuilt
+        all the same. Returns how many blocks were lost. A DriveError writing the member being
+        rebuilt propagates.
         """
         rows = self._rows(offset, length)
-        self._dropped = set()
+        self._begin()
         if self.level is RaidLevel.RAID0:
             raise VolumeFailed("RAID 0 has no redundancy to rebuild from")
         lost = self._lost() | {member}
         if not self._survives(lost):
             raise VolumeFailed(f"cannot rebuild member {member}: members {sorted(lost)} are gone")
-        bs = self.block_size
         for s, a, b in rows:
             roles = self.layout.roles(s)
             moff = s * self.stripe_unit + a
             try:
                 buf = self._content(member, s, roles, a, b)
             except _RowLost:
+                full, gone = self._settled_row(s, roles, a, b, lambda m: m != member)
                 role, j = roles.role_of(member)
-                for o in range(a, b, bs):
-                    try:
-                        blk = self._content(member, s, roles, o, o + bs)
-                    except _RowLost:
-                        raise UnrecoverableRead(self._lba(s, j if role == "data" else 0, o)) from None
-                    self.members[member].write(self.base_offset + moff + o - a, blk)
+                buf = (bytes(full[j]) if role == "data" else parity.xor_blocks(full) if role == "p"
+                       else parity.q_syndrome(full))
+                self.members[member].write(self.base_offset + moff, buf)
+                self._settle(s, roles, a, gone, full)
                 continue
             self.members[member].write(self.base_offset + moff, buf)
+        lost_count = len(set(self._lost_lbas))
+        self._report_lost()
+        return lost_count
 
     def resync_region(self, offset: int, length: int) -> None:
         """Recompute the redundancy (P/Q, or mirror copies from the primary) of extent rows

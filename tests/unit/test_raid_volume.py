@@ -41,6 +41,7 @@ class FakeMember:
     reads: int = 0
     flushes: int = 0
     failed_once: bool = False
+    remap: bool = False  # a write clears the media errors it covers, as a real drive remaps
 
     def read(self, offset: int, length: int) -> bytes:
         assert self.state is not FAILED, "engine read a failed member"
@@ -59,6 +60,8 @@ class FakeMember:
         if self.fail_writes:
             raise DriveError(offset, len(data), "drive pulled")
         self.buf[offset:offset + len(data)] = data
+        if self.remap:
+            self.bad = [(bo, bl) for bo, bl in self.bad if bo + bl <= offset or offset + len(data) <= bo]
 
     def flush(self) -> None:
         assert self.state is not FAILED
@@ -467,26 +470,58 @@ def test_read_around_an_error_that_only_the_row_hull_touches() -> None:
     assert e.value.lba == 10
 
 
-def test_write_that_cannot_learn_the_old_row_is_refused() -> None:
-    vol, ms = make(RaidLevel.RAID5, 3, 100)  # stripe 0: P on 2, data 0 on 0, data 1 on 1
-    vol.write(0, bytes(100 * BS))
+def test_write_that_cannot_learn_the_old_row_settles_it_and_reports_the_lost_block() -> None:
+    """Degraded RAID 5, the untouched chunk of the row unreadable too: the write succeeds, that
+    chunk's block is reported lost (and settled as zeros, remapping its media error), and every
+    block that was reconstructible still reads back, the new one included."""
+    lost: list[tuple[int, int]] = []
+    vol, ms = make(RaidLevel.RAID5, 3, 100, on_lost=lambda lba, n: lost.append((lba, n)))
+    for m in ms:
+        m.remap = True
+    d = random.randbytes(100 * BS)
+    vol.write(0, d)  # stripe 0: P on 2, data 0 on 0, data 1 on 1
     fail(ms[0])
     ms[1].bad.append((0, BS))
-    with pytest.raises(UnrecoverableRead) as e:
-        vol.write(0, b"x" * BS)  # new P needs data 1's old block 0
-    assert e.value.lba == 32
+    vol.write(0, b"x" * BS)  # new P needs data 1's old block 0, which nothing can give
+    assert lost == [(32, 1)]
+    assert vol.read(0, 1) == b"x" * BS  # on the failed member: from parity over the settled row
+    assert vol.read(1, 31) == d[BS:32 * BS]
+    assert vol.read(33, 67) == d[33 * BS:]
+    assert vol.read(32, 1) == bytes(BS)  # settled: the owner must answer MEDIUM ERROR for it
 
 
-def test_rebuild_stops_at_the_first_block_it_cannot_rebuild() -> None:
-    vol, ms = make(RaidLevel.RAID5, 3, 100)  # stripe 0: P on 2, data 0 on 0, data 1 on 1
+def test_rebuild_carries_on_past_a_block_it_cannot_rebuild() -> None:
+    """The bug of issue 10: rebuild stopped at the first lost row and left the rest unrebuilt."""
+    lost: list[tuple[int, int]] = []
+    vol, ms = make(RaidLevel.RAID5, 3, 100, on_lost=lambda lba, n: lost.append((lba, n)))
     d = random.randbytes(100 * BS)
-    vol.write(0, d)
-    ms[0] = FakeMember(bytearray(len(ms[0].buf)), REBUILDING, 0)
+    vol.write(0, d)  # stripe 0: P on 2, data 0 on 0, data 1 on 1
+    ms[0] = FakeMember(bytearray(random.randbytes(len(ms[0].buf))), REBUILDING, 0)
     ms[1].bad.append((7 * BS, BS))
+    assert vol.rebuild_region(0, 0, vol.per_member_bytes) == 2
+    assert lost == [(7, 1), (39, 1)]  # data 0 and data 1 of row 7: two unknowns, one parity
+    ms[0].state = OK
+    ms[1].bad.clear()
+    good = [b for b in range(100) if b not in (7, 39)]
+    for b in good:
+        assert vol.read(b, 1) == d[b * BS:(b + 1) * BS], b
+    # the row was settled: its parity agrees with what the members hold
+    check_row = [bytes(ms[i].buf[7 * BS:8 * BS]) for i in (0, 1)]
+    assert check_row == [bytes(BS), bytes(BS)]
+    assert ms[2].buf[7 * BS:8 * BS] == parity.xor_blocks(check_row)
+
+
+def test_a_read_names_every_lost_block_and_fails_at_the_first() -> None:
+    lost: list[tuple[int, int]] = []
+    vol, ms = make(RaidLevel.RAID1, 2, 100, on_lost=lambda lba, n: lost.append((lba, n)))
+    vol.write(0, bytes(100 * BS))
+    ms[0].bad.append((10 * BS, 5 * BS))
+    ms[1].bad.extend([(12 * BS, 2 * BS), (20 * BS, BS)])
+    ms[0].bad.append((20 * BS, BS))
     with pytest.raises(UnrecoverableRead) as e:
-        vol.rebuild_region(0, 0, vol.per_member_bytes)
-    assert e.value.lba == 7
-    assert ms[0].buf[:7 * BS] == d[:7 * BS]
+        vol.read(0, 100)
+    assert e.value.lba == 12
+    assert lost == [(12, 2), (20, 1)]
 
 
 def test_resync_copies_mirrors_from_the_primary() -> None:
