@@ -138,10 +138,15 @@ class Battery:
         return {"charge": round(self.charge(now), 4), "failed": self.failed, "missing": self.missing,
                 "low": self.low}
 
+    def reported_charge(self, now: float) -> float | None:
+        """The charge the controller can report: none (None) for a failed pack, whose gauge is not
+        believed, or a missing one; 0 hold-up either way."""
+        return round(self.charge(now), 1) if self._healthy() else None
+
     def describe(self, now: float) -> dict[str, Any]:
         return {
             "state": self.state(now).value,
-            "charge_percent": round(self.charge(now), 1),
+            "charge_percent": self.reported_charge(now),
             "holdup_seconds": round(self.holdup_left(now), 1),
             "holdup_full_seconds": self.holdup_s,
             "charge_seconds": self.charge_s,

@@ -477,6 +477,7 @@ class ArrayRt:
         self.members = members  # shared by reference with every RaidVolume of the array
         self.rebuild_pct = -1  # last 10% step reported for the current rebuild
         self.expand_pct = -1
+        self.copy_target: Drive | None = None  # the replacement drive a copy-back fills from its spare
 
     @property
     def name(self) -> str:
@@ -746,6 +747,14 @@ class Controller:
         for arr in self.arrays.values():
             if arr.cfg.expand is not None:
                 self._resume_expand(arr)
+            if arr.cfg.copyback:
+                target = self.enclosure.find(arr.cfg.copyback)
+                slot = arr.cfg.copyback_slot
+                if (target is not None and target.present and not target.failed and 0 <= slot < len(arr.members)
+                        and arr.members[slot].serial in arr.cfg.spares):
+                    self._begin_copyback(arr, slot, target, cfg.rebuilding.get(target.serial, 0))
+                else:
+                    arr.cfg.copyback, arr.cfg.copyback_slot = "", -1
 
     # ============================================================ volumes and units
     def _make_volume(self, ld: LogicalDrive) -> None:
@@ -852,6 +861,8 @@ class Controller:
             for d in arr.members:
                 if d.member_state is MemberState.REBUILDING and not d.failed:
                     cfg.rebuilding[d.serial] = d.rebuilt_to
+            if arr.copy_target is not None:
+                cfg.rebuilding[arr.copy_target.serial] = arr.copy_target.rebuilt_to
         for d in [*self.enclosure.present(), *self.enclosure.aside.values()]:
             if d.failed:
                 failed.add(d.serial)
@@ -915,6 +926,18 @@ class Controller:
 
     def _drive_lost(self, drive: Drive) -> None:
         """A drive failed or was pulled: degrade, fail or activate a spare."""
+        for arr in self.arrays.values():
+            if arr.copy_target is drive:
+                self._end_copyback(arr, f"drive {drive.serial} is gone")
+            elif arr.copy_target is not None and arr.members[arr.cfg.copyback_slot] is drive:
+                # the spare went: what the new drive already holds is a rebuild begun
+                target, slot = arr.copy_target, arr.cfg.copyback_slot
+                self._end_copyback(arr, f"spare {drive.serial} is gone; rebuilding onto drive {target.serial}",
+                                   keep_target=True)
+                arr.members[slot] = target
+                arr.cfg.members[slot] = target.serial
+                self._remake(arr)
+                self._rebuild_started(arr, target)
         hit = self._array_of(drive)
         if hit is not None:
             arr = hit[0]
@@ -1046,7 +1069,10 @@ class Controller:
                     if arr.cfg.home_bays[slot] != bay:
                         continue
                     spare_held = d.bay != bay and d.serial in arr.cfg.spares and d.state is not MemberState.FAILED
-                    if d.state is MemberState.FAILED or spare_held:
+                    if spare_held:  # the spare keeps the slot until the new drive holds everything
+                        self._start_copybacks()
+                        return
+                    if d.state is MemberState.FAILED:
                         if drive.data_bytes < arr.cfg.member_bytes:
                             return
                         arr.members[slot] = drive
@@ -1054,17 +1080,13 @@ class Controller:
                         drive.member_state = MemberState.REBUILDING
                         drive.rebuilt_to = 0
                         arr.rebuild_pct = -1
-                        if spare_held:
-                            d.member_state = MemberState.OK
-                            d.rebuilt_to = 0
-                            self.log.emit(EventCode.SPARE_RELEASED,
-                                          f"spare {d.serial} in bay {d.bay} returns to standby: "
-                                          f"bay {bay} was replaced", bay=d.bay, array=arr.name)
                         self._remake(arr)
                         self._rebuild_started(arr, drive)
                         return
             return
         hit = self._array_of(drive)
+        if hit is None:
+            self._start_copybacks()  # a configured drive back in its bay, or any drive: replaces a spare
         if hit is not None:
             arr, slot = hit
             arr.members[slot] = drive
@@ -1114,7 +1136,8 @@ class Controller:
 
     def _has_work(self) -> bool:
         for arr in self.arrays.values():
-            if arr.cfg.expand is not None or self._rebuilding_slot(arr) is not None:
+            if (arr.cfg.expand is not None or self._rebuilding_slot(arr) is not None
+                    or arr.copy_target is not None):
                 return True
         return False
 
@@ -1149,6 +1172,10 @@ class Controller:
             slot = self._rebuilding_slot(arr)
             if slot is not None:
                 self._rebuild_step(arr, slot, arr.members[slot], chunk)
+                return
+        for arr in self.arrays.values():
+            if arr.copy_target is not None:
+                self._copyback_step(arr, chunk)
                 return
         for arr in self.arrays.values():
             if arr.cfg.expand is not None:
@@ -1217,12 +1244,131 @@ class Controller:
                       f"{drive.bay} complete", bay=drive.bay, array=arr.name)
         self._refresh()
         self._activate_spares()  # commits
+        self._start_copybacks()
 
     def rebuild_progress(self, arr: ArrayRt) -> int | None:
         slot = self._rebuilding_slot(arr)
         if slot is None:
             return None
         return min(99, arr.members[slot].rebuilt_to * 100 // max(1, self._array_end(arr.name)))
+
+    # ------------------------------------------------------------------ copy-back
+    def _start_copybacks(self) -> None:
+        """A usable drive in the home bay of a slot a spare holds: fill it from the spare (one
+        copy-back per array at a time, after any rebuild of that spare)."""
+        taken = {d.serial for a in self.arrays.values() for d in a.members}
+        taken |= {a.copy_target.serial for a in self.arrays.values() if a.copy_target is not None}
+        taken |= {s for a in self.arrays.values() for s in a.cfg.spares}
+        for arr in self.arrays.values():
+            if arr.copy_target is not None or arr.cfg.expand is not None:
+                continue
+            for slot, spare in enumerate(arr.members):
+                bay = arr.cfg.home_bays[slot]
+                if spare.bay == bay or spare.serial not in arr.cfg.spares or spare.state is not MemberState.OK:
+                    continue
+                d = self.enclosure.bays.get(bay)
+                if d is None or d.failed or d.serial in taken or d.data_bytes < arr.cfg.member_bytes:
+                    continue
+                self._begin_copyback(arr, slot, d, 0)
+                self.log.emit(EventCode.COPY_BACK_STARTED,
+                              f"array {arr.name}: copying spare {spare.serial} (bay {spare.bay}) back onto drive "
+                              f"{d.serial} in bay {bay}; the spare stays in the array until it is done",
+                              bay=bay, array=arr.name)
+                self._commit()
+                break
+
+    def _begin_copyback(self, arr: ArrayRt, slot: int, drive: Drive, watermark: int) -> None:
+        arr.copy_target = drive
+        arr.cfg.copyback, arr.cfg.copyback_slot = drive.serial, slot
+        drive.member_state = MemberState.REBUILDING
+        drive.rebuilt_to = watermark
+        drive.copy_broken = False
+        arr.members[slot].copy_to = drive  # from now on every write to the spare reaches the new drive too
+        arr.rebuild_pct = -1
+        if self._next_step < self.clock.now():
+            self._next_step = self.clock.now()
+
+    def _end_copyback(self, arr: ArrayRt, why: str | None, keep_target: bool = False) -> None:
+        target = arr.copy_target
+        assert target is not None
+        spare = arr.members[arr.cfg.copyback_slot]
+        spare.copy_to = None
+        arr.copy_target = None
+        arr.cfg.copyback, arr.cfg.copyback_slot = "", -1
+        arr.rebuild_pct = -1
+        if not keep_target:
+            target.member_state = MemberState.OK
+            target.rebuilt_to = 0
+        if why is not None:
+            self.log.emit(EventCode.COPY_BACK_ABORTED, f"array {arr.name}: copy-back onto drive {target.serial} "
+                          f"stopped: {why}", bay=target.bay, array=arr.name)
+
+    def _copyback_step(self, arr: ArrayRt, chunk: int) -> None:
+        """Copy the next chunk of the spare onto the replacement; at the end, swap them."""
+        target = arr.copy_target
+        assert target is not None
+        slot = arr.cfg.copyback_slot
+        spare = arr.members[slot]
+        if target.copy_broken:
+            target.failed = True
+            self.log.emit(EventCode.DRIVE_FAILED, f"drive {target.serial} in bay {target.bay} failed a write "
+                          "during copy-back", bay=target.bay, array=arr.name)
+            self._end_copyback(arr, f"drive {target.serial} failed")
+            self._commit()
+            return
+        pos = target.rebuilt_to
+        end = self._array_end(arr.name)
+        n = min(chunk, end - pos)
+        if n > 0:
+            try:
+                if spare.has_data(pos, n):
+                    target.write(pos, spare.read(pos, n))
+                else:
+                    target.discard(pos, n)
+            except DriveError:
+                # the spare cannot give it: let redundancy rebuild the spare's range (the
+                # rewrite reaches the new drive through the spare), block by block if need be
+                self._copy_through_redundancy(arr, slot, pos, n)
+                if target.copy_broken or arr.copy_target is None:
+                    return
+            target.rebuilt_to = pos + n
+            self._steps_since_save += 1
+        if target.rebuilt_to >= end:
+            self._end_copyback(arr, None, keep_target=True)
+            target.member_state = MemberState.OK
+            target.rebuilt_to = 0
+            arr.members[slot] = target
+            arr.cfg.members[slot] = target.serial
+            spare.member_state = MemberState.OK
+            spare.rebuilt_to = 0
+            self._remake(arr)
+            self.log.emit(EventCode.COPY_BACK_DONE, f"array {arr.name}: drive {target.serial} in bay {target.bay} "
+                          f"holds its data again", bay=target.bay, array=arr.name)
+            self.log.emit(EventCode.SPARE_RELEASED, f"spare {spare.serial} in bay {spare.bay} returns to standby",
+                          bay=spare.bay, array=arr.name)
+            self._refresh()
+            self._activate_spares()  # commits; the freed spare may stand in for another failed drive
+            self._start_copybacks()
+
+    def _copy_through_redundancy(self, arr: ArrayRt, slot: int, pos: int, n: int) -> None:
+        spare = arr.members[slot]
+        for ld in self._extents(arr):
+            base, size = ld.cfg.base_offset, ld.volume.per_member_bytes
+            a, b = max(pos, base), min(pos + n, base + size)
+            if a >= b or ld.cfg.failed:
+                continue
+            try:
+                ld.volume.rebuild_region(slot, a - base, b - a)
+            except VolumeFailed:
+                # no redundancy left (the spare is the only copy): copy what reads, the rest is lost
+                for o in range(a, b, BLOCK_SIZE):
+                    try:
+                        spare.write(o, spare.read(o, BLOCK_SIZE))
+                    except DriveError:
+                        spare.write(o, bytes(BLOCK_SIZE))  # remaps; reaches the new drive too
+                        ld.volume.note_member_lost(slot, o - base, BLOCK_SIZE)
+            if self._lost_pending:
+                self._lost_found(f"the copy-back onto drive {arr.copy_target.serial if arr.copy_target else '?'}")
 
     # ------------------------------------------------------------------ expansion
     def _resume_expand(self, arr: ArrayRt) -> None:
@@ -1377,6 +1523,14 @@ class Controller:
         hit = self._array_of(d)
         if hit is not None:
             return "member", hit[0].name
+        for arr in self.arrays.values():
+            if arr.copy_target is d:
+                return "member", arr.name  # taking its slot back from the spare
+            if d.failed and d.bay is not None:
+                # a failed drive whose slot a spare holds is still a (failed) member of its array
+                for slot, m in enumerate(arr.members):
+                    if arr.cfg.home_bays[slot] == d.bay and m.bay != d.bay:
+                        return "member", arr.name
         spares = self._spare_arrays(d.serial)
         if spares:
             return "spare", ",".join(spares)
@@ -1457,6 +1611,7 @@ class Controller:
                 "bays": self._member_bays(arr),
                 "spares": [self._spare_bay(s) for s in arr.cfg.spares],
                 "base_offset": ld.cfg.base_offset,
+                "powered": self._powered,  # off: the unit answers hosts NOT READY, whatever its state
             })
         return out
 
@@ -2221,7 +2376,7 @@ class Controller:
             "reason": self._cache_why,
             "force_write_back": self.cache_cfg.force_write_back,
             "battery": self.battery.state(now).value,
-            "battery_charge_percent": round(self.battery.charge(now), 1),
+            "battery_charge_percent": self.battery.reported_charge(now),
             "holdup_seconds": round(self.battery.holdup_left(now), 1),
             "data_lost_blocks": {str(k): v for k, v in sorted(self.data_lost.items())},
             "powered": self._powered,

@@ -87,6 +87,9 @@ class Drive:
         self.meta_seq = 0
         self.meta_slot = 0
         self.blank = False  # no configuration record was found on it
+        # copy-back: the drive that replaces this (spare) member receives every write it receives
+        self.copy_to: Drive | None = None
+        self.copy_broken = False  # as a copy-back target: a forwarded write failed
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -147,6 +150,13 @@ class Drive:
             n = os.pwrite(fd, view, pos)
             view = view[n:]
             pos += n
+        target = self.copy_to
+        if target is not None:
+            try:
+                target.write(offset, data)
+            except (DriveError, OSError):
+                self.copy_to = None  # the controller sees copy_broken and gives the copy-back up
+                target.copy_broken = True
 
     def flush(self) -> None:
         if self.fd is not None and not self.failed:

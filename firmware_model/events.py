@@ -49,6 +49,9 @@ class EventCode(StrEnum):
     SPARE_ACTIVATED = "SPARE_ACTIVATED"
     SPARE_RELEASED = "SPARE_RELEASED"
     REBUILD_STARTED = "REBUILD_STARTED"
+    COPY_BACK_STARTED = "COPY_BACK_STARTED"
+    COPY_BACK_DONE = "COPY_BACK_DONE"
+    COPY_BACK_ABORTED = "COPY_BACK_ABORTED"
     REBUILD_PROGRESS = "REBUILD_PROGRESS"
     REBUILD_DONE = "REBUILD_DONE"
     REBUILD_ABORTED = "REBUILD_ABORTED"
@@ -121,6 +124,9 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.SPARE_ACTIVATED: (Severity.WARNING, "an online spare replaced a failed drive"),
     EventCode.SPARE_RELEASED: (Severity.INFO, "an online spare returned to standby"),
     EventCode.REBUILD_STARTED: (Severity.WARNING, "a rebuild started"),
+    EventCode.COPY_BACK_STARTED: (Severity.INFO, "a replaced drive is being filled from the spare standing in for it"),
+    EventCode.COPY_BACK_DONE: (Severity.INFO, "a replaced drive took its place back; the spare returns to standby"),
+    EventCode.COPY_BACK_ABORTED: (Severity.WARNING, "a copy-back stopped before completion; the spare stays"),
     EventCode.REBUILD_PROGRESS: (Severity.INFO, "rebuild progress (every 10%)"),
     EventCode.REBUILD_DONE: (Severity.INFO, "a rebuild completed"),
     EventCode.REBUILD_ABORTED: (Severity.CRITICAL, "a rebuild stopped before completion"),
@@ -177,7 +183,7 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
 @dataclass
 class Event:
     id: int
-    time: float  # wall clock, seconds since the epoch
+    time: float  # wall clock, seconds since the epoch, to the millisecond
     monotonic: float  # the controller clock
     severity: str
     code: str
@@ -250,7 +256,7 @@ class EventLog:
     ) -> Event:
         sev = severity or CODES[code][0]
         ev = Event(
-            self._next_id, round(self.wall(), 6), round(self.clock.now(), 6), sev.value, code.value,
+            self._next_id, round(self.wall(), 3), round(self.clock.now(), 6), sev.value, code.value,
             message, bay, array, lun,
         )
         self._next_id += 1

@@ -70,6 +70,8 @@ class ArrayConfig:
     member_bytes: int  # usable bytes of each member's data area
     spares: list[str] = field(default_factory=list)
     expand: ExpandConfig | None = None
+    copyback: str = ""  # serial of the drive being filled to take a slot back from its spare
+    copyback_slot: int = -1
 
 
 @dataclass
@@ -104,6 +106,8 @@ class ShelfConfig:
                         member_bytes=int(a["member_bytes"]),
                         spares=[str(s) for s in a.get("spares", [])],
                         expand=expand,
+                        copyback=str(a.get("copyback", "")),
+                        copyback_slot=int(a.get("copyback_slot", -1)),
                     )
                 )
             return ShelfConfig(

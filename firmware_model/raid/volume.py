@@ -208,13 +208,22 @@ class RaidVolume:
 
     # ---- lost blocks ------------------------------------------------------------------------
 
+    def note_member_lost(self, member: int, offset: int, length: int) -> None:
+        """Extent bytes [offset, offset+length) of `member` are gone with no copy anywhere (e.g. a
+        copy-back from a spare that was the last copy): report the logical blocks they held."""
+        for o in range(offset, offset + length, self.block_size):
+            stripe, role, j, a = self.layout.locate(member, o)
+            if role == "data":
+                self._lost_lbas.append(self._lba(stripe, j, a))
+        self._report_lost()
+
     def _begin(self) -> None:
         self._dropped = set()
         self._lost_lbas = []
 
     def _report_lost(self) -> int | None:
         """Hand the lost blocks found by this operation to the owner, as runs; the first LBA."""
-        lbas = sorted(set(self._lost_lbas))
+        lbas = sorted({x for x in self._lost_lbas if x < self._num_blocks})  # not the last stripe's padding
         self._lost_lbas = []
         if not lbas:
             return None

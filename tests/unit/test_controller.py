@@ -163,16 +163,18 @@ def test_spare_takes_over_rebuilds_and_restores_fault_tolerance(env: Clocked, tm
     assert read_all(c, 2) == data
 
 
-def test_replacing_the_failed_drive_rebuilds_onto_it_and_frees_the_spare(env: Clocked, tmp_path: Path) -> None:
+def test_replacing_the_failed_drive_copies_back_onto_it_then_frees_the_spare(env: Clocked, tmp_path: Path) -> None:
     c = env.open(tmp_path)
     data = fill(c, 1, 3)
     c.fault_disk(2, "fail")
     run_idle(c, env.clock)
     assert unit(c, 1)["bays"] == [1, 7]
-    c.fault_disk(2, "insert")  # a new drive in place of the failed one
-    assert disk(c, 2)["state"] == "rebuilding" and disk(c, 7)["state"] == "spare"
-    assert "SPARE_RELEASED" in codes(c)
+    c.fault_disk(2, "insert")  # a new drive in place of the failed one: copy-back from the spare
+    assert disk(c, 2)["state"] == "rebuilding" and disk(c, 7)["state"] == "ok"
+    assert unit(c, 1)["bays"] == [1, 7] and unit(c, 1)["state"] == "ok"  # the spare stays meanwhile
+    assert "SPARE_RELEASED" not in codes(c)
     run_idle(c, env.clock)
+    assert "SPARE_RELEASED" in codes(c) and disk(c, 7)["state"] == "spare"
     assert unit(c, 1)["bays"] == [1, 2] and unit(c, 1)["state"] == "ok"
     c.fault_disk(1, "pull")
     # bay 1 pulled: the spare takes over again (the bay shows empty), and the data is there
