@@ -47,6 +47,10 @@ class UnrecoverableRead(Exception):
         self.lba = lba
 
 
+class RowLost(Exception):
+    """Inside the RAID engine: reconstruction of a stripe row failed because of read errors."""
+
+
 class Member(Protocol):
     """One slot of an array as the RAID engine sees it (byte offsets into the member's
     data area, which the controller places after the drive's reserved metadata)."""

@@ -28,19 +28,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import Literal
+from typing import Literal, Protocol
 
-from . import parity
-from .api import DriveError, Member, MemberState, RaidLevel, UnrecoverableRead, VolumeFailed
+from . import parity, repair
+from .api import DriveError, Member, MemberState, RaidLevel, RowLost, UnrecoverableRead, VolumeFailed
 from .layout import MIRRORED, Layout, Piece, StripeRoles, fault_tolerance
 
 OnMemberError = Callable[[int, DriveError], None]
 OnLost = Callable[[int, int], None]  # (first LBA, count) of logical blocks that could not be reconstructed
+MemberWrite = tuple[int, int, "parity.Buffer"]  # (member index, offset into the extent's member area, data)
+
+
+class Journal(Protocol):
+    """Where a degraded parity write puts its member writes before applying them (crash safety:
+    its parity cannot be recomputed from the data afterwards)."""
+
+    def record(self, writes: list[MemberWrite]) -> None: ...
+
+    def clear(self) -> None: ...
 VolumeState = Literal["ok", "degraded", "failed"]
-
-
-class _RowLost(Exception):
-    """Reconstruction of a stripe row failed because of read errors."""
 
 
 class _MemberReadError(Exception):
@@ -73,6 +79,8 @@ class RaidVolume:
         self.base_offset = base_offset
         self.on_member_error = on_member_error
         self.on_lost = on_lost
+        self.journal: Journal | None = None
+        self._deferred: list[MemberWrite] | None = None  # member writes held back for the journal
         self._lost_lbas: list[int] = []  # lost blocks found by the current operation
         self._parity = self.level not in MIRRORED and self.level is not RaidLevel.RAID0
         self._dropped: set[int] = set()  # members that failed a write in the current operation
@@ -154,6 +162,9 @@ class RaidVolume:
 
     def _write_member(self, m: int, off: int, data: parity.Buffer) -> bool:
         """Write to member `m`; on DriveError report it and go on without the member."""
+        if self._deferred is not None:
+            self._deferred.append((m, off, data))
+            return True
         try:
             self.members[m].write(self.base_offset + off, data)
             return True
@@ -203,7 +214,20 @@ class RaidVolume:
             return
         self._begin()
         self._check_alive()
-        self._write_bytes(off, mv, force_rcw=False)
+        if self.journal is None or not self._parity or not self._lost():
+            self._write_bytes(off, mv, force_rcw=False)
+        else:
+            self._deferred = []
+            try:
+                self._write_bytes(off, mv, force_rcw=False)
+                writes = self._deferred
+            finally:
+                self._deferred = None
+            self.journal.record([(m, self.base_offset + o, d) for m, o, d in writes])
+            for m, o, d in writes:
+                if self._writable(m):
+                    self._write_member(m, o, d)
+            self.journal.clear()
         self._report_lost()
 
     # ---- lost blocks ------------------------------------------------------------------------
@@ -319,7 +343,7 @@ class RaidVolume:
                 for k in missing:
                     pc = group[k]
                     got[k] = row[pc.index][pc.chunk_offset - a:pc.chunk_offset - a + pc.length]
-            except _RowLost:
+            except RowLost:
                 for k in missing:
                     got[k] = self._salvage(group[k], roles)
         return [g for g in got if g is not None]
@@ -331,7 +355,7 @@ class RaidVolume:
         for o in range(pc.chunk_offset, pc.chunk_offset + pc.length, bs):
             try:
                 out += self._gather_row(pc.stripe, roles, o, o + bs)[pc.index]
-            except _RowLost:
+            except RowLost:
                 self._lost_lbas.append(self._lba(pc.stripe, pc.index, o))
                 out += bytes(bs)
         return bytes(out)
@@ -424,7 +448,7 @@ class RaidVolume:
         try:
             return parity.recover(data, p, q)
         except parity.Unsolvable:
-            raise _RowLost from None
+            raise RowLost from None
 
     def _try_read(self, m: int | None, off: int, n: int, skip: frozenset[int] = frozenset()) -> bytes | None:
         if m is None or m in skip or not self._readable(m, off, n):
@@ -554,153 +578,20 @@ class RaidVolume:
             return {"q": parity.q_syndrome(full)}
         return {"p": parity.xor_blocks(full)}
 
-    # ---- rebuild, resync ----------------------------------------------------------------------
+    # ---- repairs (firmware_model.raid.repair) ----------------------------------------------
 
     def _rows(self, offset: int, length: int) -> list[tuple[int, int, int]]:
-        """(stripe, a, b) rows covering extent bytes [offset, offset+length) of a member."""
-        if offset < 0 or length < 0 or offset + length > self.per_member_bytes:
-            raise ValueError(f"member range {offset}+{length} outside 0..{self.per_member_bytes}")
-        su = self.stripe_unit
-        out = []
-        pos, end = offset, offset + length
-        while pos < end:
-            s, a = divmod(pos, su)
-            b = min(su, a + end - pos)
-            out.append((s, a, b))
-            pos += b - a
-        return out
-
-    def _content(self, member: int, stripe: int, roles: StripeRoles, a: int, b: int) -> bytes:
-        """What `member` should hold at row [a, b) of `stripe`, from the other members."""
-        role, j = roles.role_of(member)
-        moff = stripe * self.stripe_unit + a
-        if self.level in MIRRORED:
-            for c in roles.data[j]:
-                if c != member:
-                    got = self._try_read(c, moff, b - a)
-                    if got is not None:
-                        return got
-            raise _RowLost
-        row = self._gather_row(stripe, roles, a, b, skip=frozenset({member}))
-        if role == "data":
-            return row[j]
-        if role == "p":
-            return parity.xor_blocks(row)
-        return parity.q_syndrome(row)
+        return repair.rows_of(self, offset, length)
 
     def rebuild_region(self, member: int, offset: int, length: int) -> int:
-        """Reconstruct extent bytes [offset, offset+length) of `member` from the others and write them.
-
-        Offsets are relative to this volume's extent (base_offset). Blocks that cannot be rebuilt
-        (a survivor unreadable there too) are settled as zeros on every writable member of the
-        row, with parity to match, and reported to `on_lost`; the rest of the region is rebuilt
-        all the same. Returns how many blocks were lost. A DriveError writing the member being
-        rebuilt propagates.
-        """
-        rows = self._rows(offset, length)
-        self._begin()
-        if self.level is RaidLevel.RAID0:
-            raise VolumeFailed("RAID 0 has no redundancy to rebuild from")
-        lost = self._lost() | {member}
-        if not self._survives(lost):
-            raise VolumeFailed(f"cannot rebuild member {member}: members {sorted(lost)} are gone")
-        for s, a, b in rows:
-            roles = self.layout.roles(s)
-            moff = s * self.stripe_unit + a
-            try:
-                buf = self._content(member, s, roles, a, b)
-            except _RowLost:
-                full, gone = self._settled_row(s, roles, a, b, lambda m: m != member)
-                role, j = roles.role_of(member)
-                buf = (bytes(full[j]) if role == "data" else parity.xor_blocks(full) if role == "p"
-                       else parity.q_syndrome(full))
-                self.members[member].write(self.base_offset + moff, buf)
-                self._settle(s, roles, a, gone, full)
-                continue
-            self.members[member].write(self.base_offset + moff, buf)
-        lost_count = len(set(self._lost_lbas))
-        self._report_lost()
-        return lost_count
+        """See repair.rebuild_region: reconstruct a member's extent bytes; lost blocks settled."""
+        return repair.rebuild_region(self, member, offset, length)
 
     def resync_region(self, offset: int, length: int) -> None:
-        """Recompute the redundancy (P/Q, or mirror copies from the primary) of extent rows
-        [offset, offset+length), e.g. to initialise parity over drives with stale contents."""
-        rows = self._rows(offset, length)
-        self._dropped = set()
-        self._check_alive()
-        if self.level is RaidLevel.RAID0:
-            return
-        for s, a, b in rows:
-            roles = self.layout.roles(s)
-            moff = s * self.stripe_unit + a
-            n = b - a
-            if self.level in MIRRORED:
-                for j, holders in enumerate(roles.data):
-                    src = next((c for c in holders if self._readable(c, moff, n)), None)
-                    if src is None:
-                        continue
-                    try:
-                        buf = self._read(src, moff, n)
-                    except DriveError:
-                        raise UnrecoverableRead(self._lba(s, j, a)) from None
-                    for c in holders:
-                        if c != src and self._writable(c):
-                            self._write_member(c, moff, buf)
-                continue
-            try:
-                row = self._gather_row(s, roles, a, b)
-            except _RowLost:
-                raise UnrecoverableRead(self._lba(s, 0, a)) from None
-            names = [name for name, m in (("p", roles.p), ("q", roles.q)) if m is not None and self._writable(m)]
-            values = self._parity_of(row, names) if names else {}
-            for name in names:
-                m = roles.p if name == "p" else roles.q
-                assert m is not None
-                self._write_member(m, moff, values[name])
+        """See repair.resync_region: recompute the redundancy of extent rows."""
+        repair.resync_region(self, offset, length)
 
 
-def restripe(old: RaidVolume, new: RaidVolume, start_lba: int, max_blocks: int) -> int:
-    """Move logical blocks from `start_lba` from the `old` layout to the `new` one; return the new
-    watermark (the first block not yet moved).
-
-    For capacity expansion: `new` is the same logical drive over the old members plus the
-    added ones (same order, added ones last), possibly at another base_offset. The controller
-    keeps a watermark starting at 0 and calls this repeatedly; host I/O below the watermark
-    goes to `new`, at or above it to `old`. Each step moves whole stripes of the new layout
-    (at least one, about `max_blocks` blocks), written as full stripes so parity is computed
-    from the data alone. A step that would overwrite old-layout rows still holding blocks
-    not yet moved raises ValueError (e.g. a level migration that needs more room per member;
-    those must move top-down or through a backup area, which this helper does not do).
-    """
-    if old.block_size != new.block_size or old.num_blocks != new.num_blocks:
-        raise ValueError("old and new layouts must describe the same logical drive")
-    bs = new.block_size
-    per = new.layout.stripe_data_bytes // bs
-    if start_lba % per and start_lba != new.num_blocks:
-        raise ValueError(f"watermark {start_lba} is not on a stripe boundary of the new layout ({per} blocks)")
-    if start_lba >= new.num_blocks:
-        return new.num_blocks
-    end = min(new.num_blocks, start_lba + max(1, max_blocks // per) * per)
-    if not restripe_safe(old, new, start_lba, end):
-        raise ValueError(f"restriping blocks {start_lba}..{end} would overwrite old-layout data not yet moved")
-    data = old.read(start_lba, end - start_lba)
-    new._dropped = set()
-    new._check_alive()
-    new._write_bytes(start_lba * bs, memoryview(data), force_rcw=True)
-    return end
-
-
-def restripe_safe(old: RaidVolume, new: RaidVolume, start: int, end: int) -> bool:
-    """Whether the member rows `new` writes for blocks [start, end) hold no old-layout data >= end
-    (assumes `new.members[:len(old.members)]` are the old members, in the same order)."""
-    bs = new.block_size
-    sdb_new = new.layout.stripe_data_bytes
-    s_a = start * bs // sdb_new
-    s_b = -(-end * bs // sdb_new)
-    lo = new.base_offset + s_a * new.stripe_unit
-    hi = new.base_offset + s_b * new.stripe_unit
-    old_lo, old_hi = old.base_offset, old.base_offset + old.per_member_bytes
-    if hi <= old_lo or lo >= old_hi:
-        return True
-    os_b = -(-(min(hi, old_hi) - old.base_offset) // old.stripe_unit)
-    return min(os_b * old.layout.stripe_data_bytes, old.size_bytes) <= end * bs
+restripe = repair.restripe
+restripe_safe = repair.restripe_safe
+resync_untrusted = repair.resync_untrusted

@@ -1,0 +1,152 @@
+"""What keeps a RAID write crash-consistent: a write-intent log and a member-write journal.
+
+The RAID 5/ADG write hole: a write updates data chunks and then P/Q; killed in between, the row's
+parity disagrees with its data, and the next drive failure reconstructs garbage for blocks that
+were acknowledged long ago. The MSA500's battery-backed cache closes it on the product; here:
+
+- `IntentLog` (`write-intent.bin`, a small file mapped into memory, so a store survives kill -9
+  the moment it retires): every logical-drive write records (LUN, LBA, count) before it touches
+  a member and clears the record when done. At start, the rows of a recorded write get their
+  redundancy recomputed from the data (P/Q, or the mirror copies from the first one), which is
+  right whichever of the old or new data each member holds: the write was never acknowledged.
+- `MemberJournal` (`member-journal.bin`): while a parity volume is degraded its parity cannot be
+  recomputed from the data (a data chunk exists only as parity), so the member writes of such an
+  operation are written here in full first, then applied; at start a complete journal is applied
+  again (idempotent), a torn one was never begun.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import crc32c
+
+INTENT_FILE = "write-intent.bin"
+JOURNAL_FILE = "member-journal.bin"
+SLOTS = 64
+_REC = struct.Struct("<QQII")  # seq, lba, lun, count; then u32 crc, 4 bytes zero
+REC_BYTES = 32
+_JHDR = struct.Struct("<8sIIQI")  # magic, lun, entries, body bytes, body crc; then u32 header crc
+JHDR_BYTES = 32
+_JENT = struct.Struct("<16sQI")  # drive serial, offset into its data area, length
+MAGIC = b"MSA5JRNL"
+
+
+class IntentLog:
+    """Ranges of logical drives with a write under way."""
+
+    def __init__(self, state_dir: Path) -> None:
+        path = Path(state_dir) / INTENT_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < SLOTS * REC_BYTES:
+                os.posix_fallocate(fd, 0, SLOTS * REC_BYTES)  # no SIGBUS on a full file system later
+            self._mm: mmap.mmap | None = mmap.mmap(fd, SLOTS * REC_BYTES)
+        finally:
+            os.close(fd)
+        self._free = list(range(SLOTS - 1, -1, -1))
+        self._seq = 0
+
+    def pending(self) -> list[tuple[int, int, int]]:
+        """(LUN, LBA, count) of every write that was under way when the process stopped."""
+        mm = self._mm
+        assert mm is not None
+        out = []
+        for i in range(SLOTS):
+            raw = mm[i * REC_BYTES : i * REC_BYTES + 24]
+            seq, lba, lun, count = _REC.unpack(raw)
+            (crc,) = struct.unpack_from("<I", mm, i * REC_BYTES + 24)
+            if seq and crc == crc32c.crc32c(raw):
+                out.append((lun, lba, count))
+                self._seq = max(self._seq, seq)
+        return out
+
+    def clear(self) -> None:
+        mm = self._mm
+        assert mm is not None
+        mm[:] = bytes(SLOTS * REC_BYTES)
+        self._free = list(range(SLOTS - 1, -1, -1))
+
+    def begin(self, lun: int, lba: int, count: int) -> int:
+        """Record a write about to start; its slot (-1: every slot holds a write that failed in
+        the middle and stays recorded for the next start; this one goes unrecorded)."""
+        mm = self._mm
+        assert mm is not None
+        if not self._free:
+            return -1
+        slot = self._free.pop()
+        self._seq += 1
+        raw = _REC.pack(self._seq, lba, lun, count)
+        mm[slot * REC_BYTES : slot * REC_BYTES + REC_BYTES] = raw + struct.pack("<I", crc32c.crc32c(raw)) + bytes(4)
+        return slot
+
+    def end(self, slot: int) -> None:
+        mm = self._mm
+        assert mm is not None
+        if slot < 0:
+            return
+        mm[slot * REC_BYTES : slot * REC_BYTES + 8] = bytes(8)
+        self._free.append(slot)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+
+class MemberJournal:
+    """Full member writes of one degraded parity operation, written before they are applied."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / JOURNAL_FILE
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._armed = False
+
+    def record(self, lun: int, entries: Sequence[tuple[str, int, bytes | bytearray | memoryview]]) -> None:
+        assert self._fd is not None
+        parts: list[bytes | bytearray | memoryview] = []
+        for serial, offset, data in entries:
+            parts.append(_JENT.pack(serial.encode()[:16], offset, len(data)))
+            parts.append(data)
+        body = b"".join(parts)
+        os.pwrite(self._fd, body, JHDR_BYTES)  # the body first: a torn journal has no valid header
+        hdr = _JHDR.pack(MAGIC, lun, len(entries), len(body), crc32c.crc32c(body))
+        os.pwrite(self._fd, hdr + struct.pack("<I", crc32c.crc32c(hdr)) + bytes(JHDR_BYTES - 4 - len(hdr)), 0)
+        self._armed = True
+
+    def clear(self) -> None:
+        if self._armed and self._fd is not None:
+            os.pwrite(self._fd, bytes(JHDR_BYTES), 0)
+            self._armed = False
+
+    def pending(self) -> tuple[int, list[tuple[str, int, bytes]]] | None:
+        """(LUN, [(serial, offset, data)]) of a complete journal left by a stopped process."""
+        assert self._fd is not None
+        raw = os.pread(self._fd, JHDR_BYTES, 0)
+        if len(raw) < JHDR_BYTES:
+            return None
+        magic, lun, n, length, body_crc = _JHDR.unpack_from(raw)
+        (hdr_crc,) = struct.unpack_from("<I", raw, _JHDR.size)
+        if magic != MAGIC or hdr_crc != crc32c.crc32c(raw[: _JHDR.size]):
+            return None
+        body = os.pread(self._fd, length, JHDR_BYTES)
+        if len(body) != length or crc32c.crc32c(body) != body_crc:
+            return None
+        out = []
+        pos = 0
+        for _ in range(n):
+            serial, offset, size = _JENT.unpack_from(body, pos)
+            pos += _JENT.size
+            out.append((serial.rstrip(b"\0").decode(), offset, body[pos : pos + size]))
+            pos += size
+        self._armed = True
+        return lun, out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
