@@ -30,13 +30,14 @@ writes for the RAID layer.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
 import time
 from bisect import bisect_left
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,9 @@ def _runs(mask: int) -> tuple[tuple[int, int], ...]:
 
 
 RUNS: tuple[tuple[tuple[int, int], ...], ...] = tuple(_runs(m) for m in range(FULL + 1))
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class CacheError(Exception):
@@ -162,6 +166,11 @@ class WriteCache:
         self._cursor = 0  # elevator position of the background destage
         self._due: float | None = None
         self.errors: dict[int, Exception] = {}  # LUN -> last destage error
+        # LUN -> the error of a destage refused for want of space on the drive images (ENOSPC,
+        # EDQUOT): not a failure of the data, which stays here and is written when space returns
+        # (or replayed at the next start). `on_no_space(lun, error or None)` hears each change.
+        self.no_space: dict[int, OSError] = {}
+        self.on_no_space: Callable[[int, OSError | None], None] | None = None
         # statistics
         self.read_blocks = 0
         self.read_hit_blocks = 0
@@ -198,16 +207,38 @@ class WriteCache:
         self._mm = mmap.mmap(self._fd, total, flags=flags)
         self._mv = memoryview(self._mm)
 
+    def _reserve(self, fd: int, total: int) -> None:
+        """Allocate every block of the file now (holes become zeros that cost their space).
+
+        A store into a hole of a mapping is a page fault the file system must back; when it
+        is full, the kernel answers SIGBUS and the process dies without a word. Reserved at
+        creation (and checked at each start), the mapping never needs a new block.
+        """
+        try:
+            os.posix_fallocate(fd, 0, total)
+        except OSError as exc:
+            try:
+                st = os.statvfs(self.path.parent)
+                free = f"{st.f_bavail * st.f_frsize / MIB:.1f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            raise CacheError(f"cannot reserve {total / MIB:.1f} MiB for the cache on its file system "
+                             f"({free}): {exc.strerror or exc}") from exc
+
     def _create(self, slots: int) -> None:
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _, total = self._geometry(slots)
-            os.ftruncate(fd, total)  # sparse: the data area costs nothing until written
+            os.ftruncate(fd, total)
+            self._reserve(fd, total)
             sup = _SUPER.pack(MAGIC, VERSION, LINE_BYTES, slots)
             os.pwrite(fd, sup + _CRC.pack(_crc(sup)), 0)
-        finally:
+        except BaseException:
             os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
         os.replace(tmp, self.path)
         self._fd = os.open(self.path, os.O_RDWR)
         self._map(slots)
@@ -219,6 +250,12 @@ class WriteCache:
             self._create(self.want_slots)
             return
         self._fd = os.open(self.path, os.O_RDWR)
+        try:  # a file an older version made sparse, or one copied without its blocks
+            self._reserve(self._fd, self._geometry(slots)[1])
+        except CacheError:
+            os.close(self._fd)
+            self._fd = -1
+            raise
         self._map(slots)
         self._scan()
 
@@ -292,7 +329,13 @@ class WriteCache:
             return
         self._unmap()
         self._forget()
-        self._create(self.want_slots)
+        try:
+            self._create(self.want_slots)
+        except CacheError:  # no room for the new size: the old file (still in place) serves on
+            self.want_slots = self.slots
+            self._open()
+            self._limits()
+            raise
         self._limits()
 
     def _unmap(self) -> None:
@@ -616,6 +659,11 @@ class WriteCache:
             dirty = [k for k in keys if k in self._dirty]
             if dirty:
                 self._destage(dirty)
+                if any(k in self._dirty for k in dirty):
+                    # Older acknowledged data of this range could not be written out: writing
+                    # the new data past it would let the old overwrite it later. Refuse instead.
+                    err = self.no_space.get(lun) or self.errors.get(lun) or CacheError("destage failed")
+                    raise err.with_traceback(None)  # (a stored error: no traceback piling up)
             self.volumes[lun].write(lba, mv)
             for k in keys:
                 line = self.lines.get(k)
@@ -667,10 +715,25 @@ class WriteCache:
             data = parts[0] if len(parts) == 1 else b"".join(parts)
             try:
                 vol.write(start, data)
+            except OSError as exc:
+                failed.update(members)
+                exc.__traceback__ = None  # its frames hold views of the mapping: close() needs them gone
+                if exc.errno not in _NO_SPACE:
+                    self.errors[lun] = exc
+                elif lun not in self.no_space:
+                    self.no_space[lun] = exc
+                    if self.on_no_space is not None:
+                        self.on_no_space(lun, exc)
+                continue
             except Exception as exc:  # the drive side failed: keep the data, report
+                exc.__traceback__ = None
                 self.errors[lun] = exc
                 failed.update(members)
                 continue
+            if lun in self.no_space:
+                del self.no_space[lun]
+                if self.on_no_space is not None:
+                    self.on_no_space(lun, None)
             self.destage_writes += 1
             total += len(data)
         for key in order:
@@ -762,9 +825,9 @@ class WriteCache:
                 keys = [k for k in self._dirty if lo <= k <= hi]
             if keys:
                 self._destage(keys)
-            err = self.errors.get(lun)
+            err = self.errors.get(lun) or self.no_space.get(lun)
             if err is not None and self._dirty_per_lun.get(lun):
-                raise err
+                raise err.with_traceback(None)
         vol.flush()
 
     # ================================================================ losses
@@ -782,6 +845,7 @@ class WriteCache:
             self._clean.pop(key, None)
             self._free.append(line.slot)
         self.errors.pop(lun, None)
+        self.no_space.pop(lun, None)
         return lost
 
     def drop_all(self) -> dict[int, tuple[int, int]]:
@@ -799,6 +863,7 @@ class WriteCache:
         self._mm[self._hdr_base : self._data_base] = bytes(self._data_base - self._hdr_base)
         self._free = list(range(self.slots - 1, -1, -1))
         self.errors.clear()
+        self.no_space.clear()
         return lost
 
     def _forget(self) -> None:
@@ -848,6 +913,9 @@ class WriteCache:
             "destaged_bytes": self.destaged_bytes,
             "destage_writes": self.destage_writes,
             "destage_rate_bytes_per_s": round(self.destage_rate(), 1),
+            # why the unwritten data cannot go to the drives now (None: nothing stops it)
+            "destage_blocked": "; ".join(f"LUN {lun}: no space left for the drive images ({exc.strerror})"
+                                         for lun, exc in sorted(self.no_space.items())) or None,
         }
 
 

@@ -81,7 +81,7 @@ from .metadata import (
 from .raid.api import DriveError, MemberState, RaidLevel, UnrecoverableRead, VolumeFailed
 from .raid.layout import Layout, capacity_bytes, data_members
 from .raid.layout import validate as validate_layout
-from .raid.volume import RaidVolume, restripe, restripe_safe
+from .raid.volume import MemberWrite, RaidVolume, restripe, restripe_safe, resync_untrusted
 from .rso import Rso, RsoError
 from .rso_scsi import register_rso_commands
 from .scsi.constants import SenseKey
@@ -90,6 +90,7 @@ from .scsi.identity import TargetIdentity, naa5
 from .scsi.sbc import BlockUnit
 from .scsi.target import ScsiTarget
 from .scsi.units import ControllerUnit
+from .write_journal import IntentLog, MemberJournal
 
 PORT_COUNT = 2
 BLOCK_SIZE = 512
@@ -417,6 +418,8 @@ class LdVolume:
         ld = self.ld
         if ld.state is UnitState.FAILED:
             raise unit_offline_sense()
+        intents = self.ctrl.intents
+        slot = intents.begin(ld.cfg.lun, lba, len(data) // BLOCK_SIZE)  # before any member is touched
         try:
             if ld.new_volume is not None and lba < ld.moved_blocks:
                 count = len(data) // BLOCK_SIZE
@@ -428,7 +431,12 @@ class LdVolume:
             else:
                 ld.volume.write(lba, data)
         except (UnrecoverableRead, VolumeFailed, DriveError) as exc:
+            self.ctrl._resync_after(ld, lba, len(data) // BLOCK_SIZE)  # what the write left half done
+            intents.end(slot)
             raise self._sense_for(exc) from None
+        # any other failure (the drive images' file system full...) keeps its record: the rows it
+        # may have left half written are made consistent at the next start
+        intents.end(slot)
         ctrl = self.ctrl
         if ctrl._lost_pending:
             ctrl._lost_found("a write to the same stripe row")
@@ -482,6 +490,21 @@ class ArrayRt:
     @property
     def name(self) -> str:
         return self.cfg.name
+
+
+class _JournalView:
+    """One logical drive's view of the member journal: member slots named by drive serial."""
+
+    def __init__(self, journal: MemberJournal, lun: int, members: list[Drive]) -> None:
+        self._journal = journal
+        self._lun = lun
+        self._members = members  # the array's list, by reference
+
+    def record(self, writes: list[MemberWrite]) -> None:
+        self._journal.record(self._lun, [(self._members[m].serial, off, data) for m, off, data in writes])
+
+    def clear(self) -> None:
+        self._journal.clear()
 
 
 @dataclass
@@ -550,7 +573,10 @@ class Controller:
         self.rso = Rso(self.clock, on_event=self._rso_event, on_change=self._rso_changed)
         self.rso.load((nvram or {}).get("rso"))
         self._open_cache(nvram)
+        self.intents = IntentLog(self.state_dir)
+        self.member_journal = MemberJournal(self.state_dir)
         self._open(nvram)
+        self._recover_interrupted_writes()
         serial = self.cfg.serial
         target_name = f"iqn.2003-04.com.hp:msa500.{serial.lower()}"
         self.identity = TargetIdentity(
@@ -586,9 +612,37 @@ class Controller:
             raise ShelfError(f"controller NVRAM {self.nvram_path} unreadable: {exc}") from exc
         if not isinstance(data, dict) or data.get("format") not in (1, NVRAM_FORMAT):
             raise ShelfError(f"controller NVRAM {self.nvram_path} has an unknown format")
+        from .nvram_check import NvramError, check_nvram, check_v1  # (local: this method's own check)
+
+        try:  # valid JSON of the wrong shape: refused here, naming the key, before anyone reads it
+            if data["format"] == 1:
+                check_v1(data)
+            else:
+                check_nvram(data, [p.value for p in RebuildPriority])
+        except NvramError as exc:
+            raise ShelfError(f"controller NVRAM {self.nvram_path}: {exc}") from exc
         return data
 
     def _open(self, nvram: dict[str, Any] | None) -> None:
+        # (Wired here, right after the cache opened, so replaying it already reports.) The drive
+        # images' file system refusing the cache's writes (ENOSPC) is no loss: the data stays in
+        # the battery-backed cache; an event when it starts and when the writes go through again.
+        def no_space(lun: int, exc: OSError | None) -> None:
+            if exc is None:
+                self.log.emit(EventCode.STORAGE_AVAILABLE, f"LUN {lun}: the cache writes to the drive "
+                              "images again", lun=lun)
+                return
+            try:
+                st = os.statvfs(self.state_dir)
+                free = f"{st.f_bavail * st.f_frsize // MIB} MiB free"
+            except OSError:
+                free = "free space unknown"
+            self.log.emit(EventCode.STORAGE_FULL, f"LUN {lun}: cannot write to the drive images in "
+                          f"{self.state_dir} ({exc.strerror}, {free}): destage blocked; unwritten data "
+                          f"stays in the battery-backed cache until space returns "
+                          f"({self.cache.dirty_bytes // BLOCK_SIZE} blocks now)", lun=lun)
+
+        self.cache.on_no_space = no_space
         drives = self.enclosure.scan()
         if nvram is not None:
             self.next_drive = int(nvram.get("next_drive", 1))
@@ -597,7 +651,7 @@ class Controller:
             try:
                 candidates.append((ShelfConfig.from_dict(nvram["config"]).generation, 1,
                                    ShelfConfig.from_dict(nvram["config"])))
-            except (KeyError, MetadataError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError, MetadataError) as exc:
                 raise ShelfError(f"controller NVRAM {self.nvram_path}: {exc}") from exc
         for d in drives:
             if d.present:
@@ -607,7 +661,12 @@ class Controller:
         if candidates:
             candidates.sort(key=lambda c: (c[0], c[1]))
             self.cfg = candidates[-1][2]
-            self._restore(nvram)
+            try:
+                self._restore(nvram)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:  # parts that do not fit together
+                src = f"controller NVRAM {self.nvram_path}" if candidates[-1][1] else "the drives' metadata"
+                raise ShelfError(f"configuration generation {self.cfg.generation} from {src} cannot be "
+                                 f"restored: {type(exc).__name__}: {exc}") from exc
             self.log.emit(EventCode.CONFIG_RESTORED,
                           f"configuration generation {self.cfg.generation} restored: "
                           f"{len(self.arrays)} arrays, {len(self.lds)} logical drives")
@@ -756,6 +815,57 @@ class Controller:
                 else:
                     arr.cfg.copyback, arr.cfg.copyback_slot = "", -1
 
+    def _recover_interrupted_writes(self) -> None:
+        """Writes under way when the process stopped: apply a complete member journal again, and
+        make the rows of every other interrupted write consistent from their data."""
+        replayed: set[int] = set()
+        journal = self.member_journal.pending()
+        if journal is not None:
+            lun, writes = journal
+            for serial, off, data in writes:
+                d = self.enclosure.find(serial)
+                if d is not None and d.present and not d.failed:
+                    try:
+                        d.write(off, data)
+                    except (DriveError, OSError):
+                        pass  # that drive fails at its next use
+            self.member_journal.clear()
+            replayed.add(lun)
+        intents = self.intents.pending()
+        for lun, lba, count in intents:
+            ld = self.lds.get(lun)
+            if ld is None or ld.cfg.failed or lun in replayed or lba + count > ld.cfg.num_blocks:
+                continue
+            self._resync_after(ld, lba, count)
+        self.intents.clear()
+        if journal is not None or intents:
+            self.log.emit(EventCode.WRITES_RECOVERED,
+                          f"{len(intents)} writes interrupted by the stop made consistent"
+                          + (f" ({len(journal[1])} journalled member writes applied again)" if journal else ""),
+                          severity=Severity.INFO)
+        if self._lost_pending:
+            self._lost_found("the recovery of writes interrupted by the stop")
+
+    def _resync_after(self, ld: LogicalDrive, lba: int, count: int) -> None:
+        """Recompute the redundancy of the rows that logical blocks [lba, lba+count) touch."""
+        parts = [(ld.volume, lba, count)]
+        if ld.new_volume is not None and lba < ld.moved_blocks:
+            split = min(lba + count, ld.moved_blocks)
+            parts = [(ld.new_volume, lba, split - lba)] + ([(ld.volume, split, lba + count - split)]
+                                                           if split < lba + count else [])
+        copy_target = self.arrays[ld.cfg.array].copy_target
+        for vol, a, n in parts:
+            sdb = vol.layout.stripe_data_bytes
+            s0, s1 = a * BLOCK_SIZE // sdb, -(-(a + n) * BLOCK_SIZE // sdb)
+            off = s0 * vol.stripe_unit
+            length = min((s1 - s0) * vol.stripe_unit, vol.per_member_bytes - off)
+            try:
+                resync_untrusted(vol, off, length)
+            except (VolumeFailed, DriveError):
+                continue  # the unit has failed: nothing to keep consistent
+            if copy_target is not None:  # the spare and its copy may disagree there: copy again
+                copy_target.rebuilt_to = min(copy_target.rebuilt_to, vol.base_offset + off)
+
     # ============================================================ volumes and units
     def _make_volume(self, ld: LogicalDrive) -> None:
         arr = self.arrays[ld.cfg.array]
@@ -785,8 +895,10 @@ class Controller:
             if ld.lost.add(lba, count):
                 self._lost_pending.append((ld.cfg.lun, lba, count))
 
-        return RaidVolume(level, members, ld.stripe_unit, ld.cfg.num_blocks,  # type: ignore[arg-type]
-                          BLOCK_SIZE, base, on_member_error=on_error, on_lost=on_lost)
+        vol = RaidVolume(level, members, ld.stripe_unit, ld.cfg.num_blocks,  # type: ignore[arg-type]
+                         BLOCK_SIZE, base, on_member_error=on_error, on_lost=on_lost)
+        vol.journal = _JournalView(self.member_journal, ld.cfg.lun, members)
+        return vol
 
     def _attach_unit(self, ld: LogicalDrive) -> None:
         ld.view = LdVolume(self, ld)
@@ -2132,9 +2244,11 @@ class Controller:
                 self._cache_lost({lun: self._drop_failed(lun)}, f"cannot be written ({exc})")
             cache.errors.clear()
             per_lun = ", ".join(f"LUN {x}: {n} lines" for x, n in sorted(held.items())) or "nothing held"
+            kept = cache.dirty_bytes // BLOCK_SIZE  # a full file system leaves them in the cache
             self.log.emit(EventCode.CACHE_REPLAYED,
-                          f"cache replayed {blocks} blocks to the drives ({per_lun}); "
-                          f"{cache.torn} torn slots ignored")
+                          f"cache replayed {blocks - kept} blocks to the drives ({per_lun}); "
+                          f"{cache.torn} torn slots ignored"
+                          + (f"; {kept} blocks stay in the cache until the drives take them" if kept else ""))
             for d in self.enclosure.present():
                 d.flush()
         if cache.slots != cache.want_slots and not cache.dirty_lines:
@@ -2450,6 +2564,8 @@ class Controller:
         self._save_nvram()
         self.flush()
         self.cache.close()
+        self.intents.close()
+        self.member_journal.close()
         self.enclosure.close()
         self._closed = True
 

@@ -70,10 +70,13 @@ class EventCode(StrEnum):
     FAN_RESTORED = "FAN_RESTORED"
     TEMPERATURE = "TEMPERATURE"
     CACHE_REPLAYED = "CACHE_REPLAYED"
+    WRITES_RECOVERED = "WRITES_RECOVERED"
     CACHE_DATA_LOST = "CACHE_DATA_LOST"
     CACHE_WRITE_BACK = "CACHE_WRITE_BACK"
     CACHE_WRITE_THROUGH = "CACHE_WRITE_THROUGH"
     CACHE_SETTINGS = "CACHE_SETTINGS"
+    STORAGE_FULL = "STORAGE_FULL"
+    STORAGE_AVAILABLE = "STORAGE_AVAILABLE"
     BATTERY_FAILED = "BATTERY_FAILED"
     BATTERY_REMOVED = "BATTERY_REMOVED"
     BATTERY_LOW = "BATTERY_LOW"
@@ -145,10 +148,14 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.FAN_RESTORED: (Severity.INFO, "a fan is working again"),
     EventCode.TEMPERATURE: (Severity.WARNING, "the enclosure temperature changed band"),
     EventCode.CACHE_REPLAYED: (Severity.INFO, "unwritten data held in the cache was written to the drives"),
+    EventCode.WRITES_RECOVERED: (Severity.INFO, "writes interrupted by a stop were made consistent at start"),
     EventCode.CACHE_DATA_LOST: (Severity.CRITICAL, "acknowledged writes held in the cache were lost"),
     EventCode.CACHE_WRITE_BACK: (Severity.INFO, "the cache is write-back again"),
     EventCode.CACHE_WRITE_THROUGH: (Severity.WARNING, "the cache switched to write-through"),
     EventCode.CACHE_SETTINGS: (Severity.INFO, "the cache settings changed"),
+    EventCode.STORAGE_FULL: (Severity.CRITICAL, "the drive images' file system is full: the cache cannot write "
+                             "out (its data stays in the battery-backed cache)"),
+    EventCode.STORAGE_AVAILABLE: (Severity.INFO, "the cache writes to the drive images again"),
     EventCode.BATTERY_FAILED: (Severity.CRITICAL, "the cache battery failed"),
     EventCode.BATTERY_REMOVED: (Severity.CRITICAL, "the cache battery was removed"),
     EventCode.BATTERY_LOW: (Severity.WARNING, "the cache battery charge is low"),
@@ -216,6 +223,8 @@ class EventLog:
         self._events: deque[Event] = deque(maxlen=limit)
         self._next_id = 1
         self._lines = 0
+        self.unsaved = 0  # events that could not be appended to the file (a full disk)
+        self.save_error = ""
         if path is not None and path.exists():
             self._load(path)
 
@@ -262,11 +271,15 @@ class EventLog:
         self._next_id += 1
         self._events.append(ev)
         if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(ev.to_dict()) + "\n")
-            self._lines += 1
-            if self._lines >= 2 * self.limit:
-                self._rewrite()
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(ev.to_dict()) + "\n")
+                self._lines += 1
+                if self._lines >= 2 * self.limit:
+                    self._rewrite()
+            except OSError as exc:  # a full disk: the event is still told, and kept in memory
+                self.unsaved += 1
+                self.save_error = str(exc)
         if self.subscriber is not None:
             self.subscriber(ev)
         return ev

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -83,17 +84,32 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     from .server import serve
+    from .statelock import StateDirBusy
 
     try:
         return runner(serve(settings))
     except ShelfError as exc:
         print(f"msa500-emu: configuration error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except StateDirBusy as exc:
         print(f"msa500-emu: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"msa500-emu: cannot start: {exc}{_space_note(exc, settings.state_dir)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def _space_note(exc: OSError, state_dir: Path) -> str:
+    """For a full file system: where, and how much is free (the error itself names no file)."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return ""
+    try:
+        st = os.statvfs(state_dir)
+    except OSError:
+        return f" (state directory {state_dir})"
+    return f" (state directory {state_dir}: {st.f_bavail * st.f_frsize // (1 << 20)} MiB free)"
 
 
 def _ctl(args: argparse.Namespace) -> int:

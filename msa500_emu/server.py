@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 from typing import Any
 
 from aiohttp import web
 
+from firmware_model.cache import CACHE_FILE
 from firmware_model.clock import MonotonicClock
 from firmware_model.controller import Controller, ControllerError
 
@@ -19,6 +21,7 @@ from .iscsi.node import NodeConfig, PortalInfo, TargetNode
 from .iscsi.portal import Portal
 from .management.api import make_app
 from .management.commands import CommandError
+from .statelock import StateDirLock
 
 log = logging.getLogger("msa500_emu")
 
@@ -48,10 +51,17 @@ class Emulator:
         self.portals: list[Portal] = []
         self.api_runner: web.AppRunner | None = None
         self.api_port = settings.api.port
+        self._lock = StateDirLock(settings.state_dir)
+        self.left_behind = ""  # after stop(): what did not reach the drives, and why ("" when all did)
 
     async def start(self) -> None:
         s = self.settings
-        self.shelf = Controller(s.state_dir, s.shelf, MonotonicClock(), on_event=self._on_event)
+        self._lock.acquire()  # before the firmware opens anything there: one emulator per state directory
+        try:
+            self.shelf = Controller(s.state_dir, s.shelf, MonotonicClock(), on_event=self._on_event)
+        except BaseException:
+            self._lock.release()
+            raise
         infos = [
             PortalInfo(1, s.port1.host, s.port1.port),
             PortalInfo(2, s.port2.host, s.port2.port),
@@ -140,14 +150,15 @@ class Emulator:
     def events(self, since_id: int = 0) -> list[dict[str, Any]]:
         return self._ctl().events(since_id)
 
-    def operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "power_off":
+    def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
+        # `op` is positional-only: operations take keyword arguments of their own (add_unit's name=).
+        if op == "power_off":
             return self._power_off(kwargs.get("duration"))
-        if name == "power_on":
+        if op == "power_on":
             return self._power_on()
-        fn = getattr(self._ctl(), name, None)
+        fn = getattr(self._ctl(), op, None)
         if fn is None:
-            raise CommandError(f"operation {name} is not available")
+            raise CommandError(f"operation {op} is not available")
         try:
             result = fn(*args, **kwargs)
         except ControllerError as exc:
@@ -223,13 +234,42 @@ class Emulator:
             await self.api_runner.cleanup()
             self.api_runner = None
         if self.shelf is not None:
-            self.shelf.close()
+            self.left_behind = self._close_shelf(self.shelf)
             self.shelf = None
+        self._lock.release()
+
+    @staticmethod
+    def _close_shelf(shelf: Controller) -> str:
+        """Close the firmware; "" when everything is on the drives, else what stays where, and why."""
+        problems: list[str] = []
+        try:
+            shelf.close()
+        except Exception as exc:  # a full disk refuses the NVRAM: the cache still holds the data
+            problems.append(f"the controller state was not saved ({exc})")
+            log.error("shutdown: %s", problems[-1], exc_info=not isinstance(exc, OSError))
+            try:
+                shelf.flush()
+            except Exception:
+                log.debug("flush after a failed close", exc_info=True)
+        cache = shelf.cache
+        blocks = cache.dirty_bytes // 512
+        if blocks:
+            why = cache.stats().get("destage_blocked") or "; ".join(
+                f"LUN {lun}: {exc}" for lun, exc in sorted(cache.errors.items())) or (
+                "the shelf is powered off" if not shelf.powered else "destage did not finish")
+            per_lun = ", ".join(f"LUN {lun}: {n} lines" for lun, n in sorted(cache.dirty_luns().items()))
+            problems.insert(0, f"{blocks} unwritten blocks ({per_lun}) stay in the battery-backed cache "
+                               f"{shelf.state_dir / CACHE_FILE} and are written to the drives at the next "
+                               f"start; not written now because {why}")
+        return "; ".join(problems)
 
     # -- views ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """`status`: "ok", "powered-off" (FAULT SHELF POWER-OFF: the process runs, the shelf does not) or "stopped"."""
+        powered = self.shelf is not None and self.shelf.powered
         return {
-            "status": "ok" if self.shelf is not None else "stopped",
+            "status": "stopped" if self.shelf is None else "ok" if powered else "powered-off",
+            "powered": powered,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "portals": [str(p.info.address) for p in self.portals],
         }
@@ -283,11 +323,11 @@ def _host(host: str) -> str:
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     emulator = Emulator(settings)
     await emulator.start()
-    print(emulator.banner(), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    print(emulator.banner(), flush=True)  # after the handlers: a SIGTERM right after it stops cleanly
     if ready is not None:
         ready.set()
     try:
@@ -297,5 +337,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         await emulator.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    if emulator.left_behind:
+        print(f"msa500-emu: stopped, not cleanly: {emulator.left_behind}", file=sys.stderr, flush=True)
+        return 1
     print("msa500-emu: stopped cleanly", flush=True)
     return 0

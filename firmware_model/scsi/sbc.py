@@ -277,6 +277,11 @@ class BlockUnit(LogicalUnit):
         else:
             self.volume.flush()
 
+    @property
+    def max_data_out(self) -> int:
+        """The Block Limits page's MAXIMUM TRANSFER LENGTH in bytes (COMPARE AND WRITE's 2 x 255 fit)."""
+        return max(MAX_TRANSFER_BLOCKS, 2 * MAX_COMPARE_AND_WRITE) * self.block_size
+
     # --------------------------------------------------------------- events
     def nexus_loss(self, nexus: Nexus) -> None:
         self._prevent.discard(nexus)

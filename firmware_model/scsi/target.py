@@ -206,6 +206,16 @@ class ScsiTarget:
             return unit.execute(req)
         except ScsiError as err:
             return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))
+        except OSError as exc:
+            # The emulator's own storage refused (ENOSPC, EIO on a drive image): INTERNAL TARGET
+            # FAILURE as for any fault of the target, logged once per kind, without a traceback.
+            op = req.cdb[0] if req.cdb else -1
+            key = (f"{type(unit).__name__} errno {exc.errno}", op)
+            if key not in self._logged:
+                self._logged.add(key)
+                log.error("opcode %#x on LUN %d failed: %s", op, req.lun, exc)
+            failure = ScsiError(SenseKey.HARDWARE_ERROR, 0x44, 0x00)
+            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(failure, unit.d_sense))
         except Exception:
             op = req.cdb[0] if req.cdb else -1
             key = (type(unit).__name__, op)
@@ -214,6 +224,24 @@ class ScsiTarget:
                 log.exception("internal error executing opcode %#x on LUN %d", op, req.lun)
             failure = ScsiError(SenseKey.HARDWARE_ERROR, 0x44, 0x00)
             return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(failure, unit.d_sense))
+
+    def check_data_out(self, req: ScsiRequest) -> ScsiResult | None:
+        """The answer to a command whose expected data-out no unit could take, or None to go on.
+
+        Asked by the transport before it solicits or buffers any data-out, so an expected
+        length of 4 GiB costs nothing: beyond the unit's maximum transfer length (the Block
+        Limits VPD page's, in bytes) it is ILLEGAL REQUEST, INVALID FIELD IN CDB (SBC-3 for a
+        transfer length above the maximum; LIO answers a WRITE whose EDTL disagrees with its
+        CDB the same way); on a LUN with nothing behind it, LOGICAL UNIT NOT SUPPORTED.
+        """
+        unit = self.luns.get(req.lun) or self._nounit
+        if req.expected_length <= unit.max_data_out:
+            return None
+        if not unit.present:
+            err = ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED >> 8, 0)
+        else:
+            err = ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB >> 8, 0)
+        return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))
 
     # ------------------------------------------------- resets and nexuses
     def nexus_loss(self, nexus: Nexus) -> None:

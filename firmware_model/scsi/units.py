@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 GOOD = Status.GOOD
 _unpack_be16 = struct.Struct(">H").unpack_from
 _unpack_be32 = struct.Struct(">I").unpack_from
+# The most data-out one command may carry to a unit without blocks: its longest parameter
+# list (MODE SELECT(10) takes up to 65535 bytes; the vendor commands far less).
+MAX_PARAMETER_DATA = 0x10000
 
 
 class ReservationsLike(Protocol):
@@ -214,6 +217,11 @@ class LogicalUnit:
     @property
     def d_sense(self) -> bool:
         return self.mode.d_sense
+
+    @property
+    def max_data_out(self) -> int:
+        """Bytes of data-out one command may carry; the transport refuses more before gathering it."""
+        return MAX_PARAMETER_DATA if self.present else 0
 
     # ------------------------------------------------------------- INQUIRY
     def standard_inquiry(self) -> bytes:

@@ -14,9 +14,11 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from firmware_model.scsi.sense import sense_for
 from firmware_model.scsi.types import DataDirection, ScsiRequest, Status
 
 from .constants import (
+    BHS_LEN,
     RESERVED_TAG,
     LogoutReason,
     LogoutResponse,
@@ -26,7 +28,7 @@ from .constants import (
     TmfResponse,
 )
 from .login import LoginState
-from .node import PortalInfo, Session, TargetNode
+from .node import PortalInfo, Session, TargetNode, sn_lt
 from .params import TARGET_MAX_RECV_DSL
 from .pdu import FramingError, Pdu, PduReader, encode, u32
 from .text import TextError, encode_text, parse_text
@@ -35,12 +37,54 @@ log = logging.getLogger("msa500_emu.iscsi")
 
 _HDR = struct.Struct(">III")
 SENSE_LEN = struct.Struct(">H")
-SERIAL_HALF = 1 << 31
+# Back-pressure: no new PDU is taken from a connection while this much of its output waits
+# (in the connection or in the transport's buffer); the shell resumes it below the low mark.
+OUTPUT_HIGH_WATER = 4 << 20
+OUTPUT_LOW_WATER = 1 << 20
+# Data-out a connection may hold or have solicited (R2T) for its commands beyond the oldest
+# one, which always gets its R2Ts so it can finish and free its buffer.
+WRITE_BUDGET = 64 << 20
+# A repeated warning (the same reject again and again) is logged once, then summed up at
+# most this often and when the connection closes.
+REPEAT_SUMMARY_S = 5.0
+
+__all__ = ["Connection", "decode_lun", "sn_lt"]
 
 
-def sn_lt(a: int, b: int) -> bool:
-    """Serial number arithmetic (RFC 1982, 32 bits): a < b."""
-    return a != b and ((a < b and b - a < SERIAL_HALF) or (a > b and a - b > SERIAL_HALF))
+class RepeatLog:
+    """Log the first occurrence of each kind of trouble, then "N more like this" now and then."""
+
+    def __init__(self, now: Callable[[], float], interval: float = REPEAT_SUMMARY_S) -> None:
+        self._now = now
+        self.interval = interval
+        self.where = ""  # who the connection talks to, for the summaries
+        # key -> [repeats not yet reported, time of the last line, latest message]
+        self._seen: dict[object, list] = {}
+
+    def warning(self, key: object, msg: str, *args: object) -> None:
+        entry = self._seen.get(key)
+        now = self._now()
+        if entry is None:
+            self._seen[key] = [0, now, ""]
+            log.warning(msg, *args)
+            return
+        entry[0] += 1
+        entry[2] = msg % args if args else msg
+        if now - entry[1] >= self.interval:
+            self._summary(entry, now)
+
+    def _summary(self, entry: list, now: float) -> None:
+        log.warning("%d more like this%s in the last %.0f s; latest: %s",
+                    entry[0], self.where, now - entry[1], entry[2])
+        entry[0] = 0
+        entry[1] = now
+
+    def flush(self) -> None:
+        """Sum up what is still untold (the connection closes, or a quiet moment)."""
+        now = self._now()
+        for entry in self._seen.values():
+            if entry[0]:
+                self._summary(entry, now)
 
 
 def decode_lun(field: bytes) -> int:
@@ -64,7 +108,7 @@ class Task:
     edtl: int
     direction: DataDirection
     attr: int
-    buf: bytearray
+    buf: bytearray  # the data-out so far: it grows as data arrives, never ahead of it
     received: int = 0
     unsolicited_end: int = 0  # data below this offset arrives unsolicited
     next_r2t_offset: int = 0
@@ -102,6 +146,11 @@ class Connection:
         self.last_rx = now()
         self.ping_ttt: int | None = None
         self.ping_sent_at = 0.0
+        self.out_bytes = 0  # bytes in `out`, not yet taken by the shell
+        self.paused = False  # set by the shell while the transport's buffer is above its high water
+        self.input_held = False  # PDUs wait in the reader because the output backed up
+        self._starved = False  # a task waits for R2Ts until the write budget frees up
+        self.repeats = RepeatLog(now)
 
     # -- shell interface --------------------------------------------------------------
     def receive(self, data: bytes | bytearray | memoryview) -> None:
@@ -109,7 +158,21 @@ class Connection:
             return
         self.last_rx = self._now()
         self.reader.feed(data)
+        self.pump()
+
+    def pump(self) -> None:
+        """Handle the PDUs received so far, stopping while the output is backed up.
+
+        Nothing new is taken while `paused` (the shell's transport is above its high water)
+        or while this connection holds OUTPUT_HIGH_WATER bytes the shell has not taken yet:
+        the rest waits in the reader (`input_held`), and the shell stops reading the socket,
+        so the initiator's TCP window closes instead of the process's memory growing.
+        """
+        self.input_held = False
         while not self.closed and not self.close_after_flush:
+            if self.paused or self.out_bytes >= OUTPUT_HIGH_WATER:
+                self.input_held = self.reader.buffered >= BHS_LEN
+                return
             try:
                 pdu = self.reader.next_pdu()
             except FramingError as exc:
@@ -126,9 +189,20 @@ class Connection:
 
     def take_output(self) -> list[bytes | bytearray | memoryview]:
         out, self.out = self.out, []
+        self.out_bytes = 0
         return out
 
+    def output_drained(self) -> None:
+        """The shell's transport went below its low water: the initiator reads, so it is alive."""
+        self.last_rx = max(self.last_rx, self._now())
+
+    @property
+    def busy(self) -> int:
+        """Commands received but not finished: waiting for data-out, or for their response."""
+        return len(self.tasks) + len(self.deferred)
+
     def connection_lost(self) -> None:
+        self.repeats.flush()
         if self.closed and not self.session:
             return
         self.closed = True
@@ -159,6 +233,7 @@ class Connection:
     def on_timer(self, now: float) -> None:
         if self.closed or self.close_after_flush or self.session is None:
             return
+        self.repeats.flush()
         while self.deferred and self.deferred[0][0] <= now:
             heapq.heappop(self.deferred)[2]()
         cfg = self.node.config
@@ -196,6 +271,7 @@ class Connection:
 
     def _send(self, bhs: bytearray, data: bytes | bytearray | memoryview = b"") -> None:
         self.out.extend(encode(bhs, data, header_digest=self.hd, data_digest=self.dd))
+        self.out_bytes += BHS_LEN + len(data)
 
     def _seq(self, bhs: bytearray, advance: bool = True) -> None:
         """Fill StatSN, ExpCmdSN, MaxCmdSN at offset 24."""
@@ -206,7 +282,8 @@ class Connection:
             self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
 
     def reject(self, pdu: Pdu, reason: RejectReason, why: str) -> None:
-        log.warning("reject (0x%02x) of opcode 0x%02x: %s", int(reason), pdu.opcode, why)
+        self.repeats.warning(("reject", int(reason), pdu.opcode),
+                             "reject (0x%02x) of opcode 0x%02x: %s", int(reason), pdu.opcode, why)
         bhs = bytearray(48)
         bhs[0] = Op.REJECT
         bhs[1] = 0x80
@@ -256,6 +333,7 @@ class Connection:
             s.connection = self
             self.session = s
             self.login = None
+            self.repeats.where = f" from {s.initiator} on port {self.portal.port}"
             p = s.params
             self.hd, self.dd = p.header_digest, p.data_digest
             self.reader.header_digest, self.reader.data_digest = self.hd, self.dd
@@ -269,7 +347,7 @@ class Connection:
         if pdu.immediate:
             self._execute_ordered(pdu)
             return
-        if cmd_sn == s.exp_cmd_sn:
+        if cmd_sn == s.exp_cmd_sn and not sn_lt(s.max_cmd_sn, cmd_sn):  # not when the window is shut
             s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
             self._execute_ordered(pdu)
             while not self.closed:
@@ -286,7 +364,8 @@ class Connection:
             if len(self.held) < self.node.config.cmd_window:
                 self.held[cmd_sn] = pdu
             return
-        log.warning(
+        self.repeats.warning(
+            ("window", pdu.opcode),
             "dropping opcode 0x%02x with CmdSN %d outside window %d..%d",
             pdu.opcode, cmd_sn, s.exp_cmd_sn, s.max_cmd_sn,
         )
@@ -337,17 +416,28 @@ class Connection:
             why = "immediate data without W bit" if not write else "ImmediateData=No"
             self.reject(pdu, RejectReason.PROTOCOL_ERROR, why)
             return
+        if pdu.immediate and self.busy >= self.node.config.cmd_window:
+            # Immediate commands bypass the CmdSN window; the task set is full all the same.
+            self.repeats.warning(("task set full", lun), "TASK SET FULL for an immediate command on LUN %d "
+                                 "(%d commands in progress)", lun, self.busy)
+            self._respond(itt, edtl, Status.TASK_SET_FULL, b"", b"", direction, 0)
+            return
         if not write or edtl == 0:
             self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, b"")
             return
         if len(data) > edtl or len(data) > p.first_burst_length:
             self.reject(pdu, RejectReason.PROTOCOL_ERROR, "immediate data beyond EDTL/FirstBurstLength")
             return
+        refusal = self.node.scsi.check_data_out(ScsiRequest(s.nexus, lun, cdb, b"", edtl, direction, flags & 7))
+        if refusal is not None:  # more data-out than the unit could ever take: none is solicited
+            self.repeats.warning(("data-out limit", lun), "refusing a command with %d bytes of data-out "
+                                 "on LUN %d (beyond its maximum transfer length)", edtl, lun)
+            self._respond(itt, edtl, refusal.status, refusal.sense, b"", direction, 0)
+            return
         if len(data) == edtl:
             self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, data)
             return
-        task = Task(itt, lun, cdb, bhs, edtl, direction, flags & 7, bytearray(edtl))
-        task.buf[: len(data)] = data
+        task = Task(itt, lun, cdb, bhs, edtl, direction, flags & 7, bytearray(data))
         task.received = len(data)
         if flags & 0x80 or p.initial_r2t:  # F: no unsolicited Data-Out follows
             task.unsolicited_end = len(data)
@@ -370,12 +460,30 @@ class Connection:
         self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "unsupported AHS")
         return None
 
+    def _write_load(self) -> int:
+        """Data-out held or solicited for the tasks of this connection, in bytes."""
+        return sum(t.next_r2t_offset for t in self.tasks.values())
+
     def _issue_r2ts(self, task: Task) -> None:
+        """Solicit the next bursts of `task`: MaxOutstandingR2T at a time, within the write budget.
+
+        The oldest task always gets its R2Ts (so it finishes and frees its buffer); the others
+        only while the connection holds or has solicited less than WRITE_BUDGET bytes.
+        """
         p = self.session.params if self.session else None
         assert p is not None
+        oldest = next(iter(self.tasks.values()), None) is task
+        load = -1
         while len(task.outstanding) < p.max_outstanding_r2t and task.next_r2t_offset < task.edtl:
             offset = task.next_r2t_offset
             length = min(p.max_burst_length, task.edtl - offset)
+            if not oldest:
+                if load < 0:
+                    load = self._write_load()
+                if load + length > WRITE_BUDGET:
+                    self._starved = True
+                    return
+                load += length
             task.next_r2t_offset += length
             ttt = self._alloc_ttt()
             task.outstanding[ttt] = [offset, length, 0, 0]
@@ -431,21 +539,45 @@ class Connection:
             r2t[2] += len(data)
             if r2t[2] >= r2t[1] or bhs[1] & 0x80:
                 del task.outstanding[ttt]
-        task.buf[offset:end] = data
+        buf = task.buf
+        if offset > len(buf):  # a gap (PDUs out of order): the buffer still ends at the data
+            buf.extend(bytes(offset - len(buf)))
+        buf[offset:end] = data
         task.received += len(data)
         if task.received >= task.edtl and not task.outstanding and task.next_r2t_offset >= task.edtl:
-            del self.tasks[task.itt]
+            self._drop_task(task.itt)
             self._run(task.itt, task.lun, task.cdb, task.cmd_pdu_bhs, task.edtl, task.direction,
                       task.attr, task.buf)
         elif ttt != RESERVED_TAG:
             self._issue_r2ts(task)
 
+    def _drop_task(self, itt: int) -> Task | None:
+        """Forget a task (done, aborted, failed); tasks held back by the write budget go on."""
+        task = self.tasks.pop(itt, None)
+        if task is not None:
+            self._resume_starved()
+        return task
+
+    def _drop_tasks(self, lun: int | None) -> None:
+        """Forget the tasks of `lun` (None: all), every one of them before any other gets an R2T."""
+        for itt in [t.itt for t in self.tasks.values() if lun is None or t.lun == lun]:
+            del self.tasks[itt]
+        self._resume_starved()
+
+    def _resume_starved(self) -> None:
+        if self._starved and self.session is not None and not self.closed:
+            self._starved = False
+            for other in list(self.tasks.values()):
+                self._issue_r2ts(other)
+            if self.out:
+                self.wakeup()
+
     def _data_digest_error(self, pdu: Pdu) -> None:
         self.reject(pdu, RejectReason.DATA_DIGEST_ERROR, "data digest mismatch")
         if pdu.opcode == Op.DATA_OUT:
-            task = self.tasks.pop(pdu.itt, None)
+            task = self._drop_task(pdu.itt)
             if task is not None:  # ERL 0 cannot recover the data: fail the command
-                sense = _sense(0x0B, 0x47, 0x05)
+                sense = sense_for(0x0B, 0x4705)  # ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR
                 self._respond(task.itt, task.edtl, Status.CHECK_CONDITION, sense, b"", task.direction)
 
     def _run(self, itt: int, lun: int, cdb: bytes, bhs: bytes, edtl: int, direction: DataDirection,
@@ -484,6 +616,7 @@ class Connection:
         if direction == DataDirection.READ and data and edtl:
             send = memoryview(data)[:edtl] if len(data) > edtl else data
             self._data_in(itt, send, status, residual_flags, residual, with_status=not sense)
+            self.out_bytes += len(send)
             if not sense:
                 return
         bhs = bytearray(48)
@@ -553,7 +686,7 @@ class Connection:
             # already completed), the task does not exist.
             task = self.tasks.get(rtt)
             if task is not None:
-                del self.tasks[rtt]
+                self._drop_task(rtt)
             elif rtt in {p.itt for p in self.held.values()}:
                 self.held = {k: v for k, v in self.held.items() if v.itt != rtt}
                 self.skip_sns.add(ref_cmd_sn)
@@ -565,16 +698,14 @@ class Connection:
             if lun not in scsi.luns:
                 response = TmfResponse.NO_LUN
             else:
-                for itt in [t.itt for t in self.tasks.values() if t.lun == lun]:
-                    del self.tasks[itt]
+                self._drop_tasks(lun)
                 if function == TmfFunction.CLEAR_TASK_SET:
                     self._abort_other_sessions(lun)
         elif function == TmfFunction.LOGICAL_UNIT_RESET:
             if lun not in scsi.luns:
                 response = TmfResponse.NO_LUN
             else:
-                for itt in [t.itt for t in self.tasks.values() if t.lun == lun]:
-                    del self.tasks[itt]
+                self._drop_tasks(lun)
                 self._abort_other_sessions(lun)
                 scsi.lun_reset(lun, s.nexus)
         elif function == TmfFunction.TARGET_WARM_RESET:
@@ -601,8 +732,7 @@ class Connection:
             conn = other.connection
             if conn is None or conn is self:
                 continue
-            for itt in [t.itt for t in conn.tasks.values() if lun is None or t.lun == lun]:
-                del conn.tasks[itt]
+            conn._drop_tasks(lun)
 
     def _tmf_response(self, pdu: Pdu, response: TmfResponse) -> None:
         bhs = bytearray(48)
@@ -698,12 +828,3 @@ class Connection:
             self.close_after_flush = True
             self.wakeup()
 
-
-def _sense(key: int, asc: int, ascq: int) -> bytes:
-    s = bytearray(18)
-    s[0] = 0x70
-    s[2] = key
-    s[7] = 10
-    s[12] = asc
-    s[13] = ascq
-    return bytes(s)

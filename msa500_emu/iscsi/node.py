@@ -16,12 +16,22 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 log = logging.getLogger("msa500_emu.iscsi")
+SERIAL_HALF = 1 << 31
+
+
+def sn_lt(a: int, b: int) -> bool:
+    """Serial number arithmetic (RFC 1982, 32 bits): a < b."""
+    return a != b and ((a < b and b - a < SERIAL_HALF) or (a > b and a - b > SERIAL_HALF))
 
 
 class ScsiExecutor(Protocol):
     """What the transport needs from the firmware (firmware_model.scsi.target.ScsiTarget)."""
 
     def execute(self, req: ScsiRequest) -> ScsiResult: ...
+
+    def check_data_out(self, req: ScsiRequest) -> ScsiResult | None:
+        """CHECK CONDITION for an expected data-out no unit could take, before any is buffered."""
+        ...
 
     def nexus_loss(self, nexus: Nexus) -> None: ...
 
@@ -81,10 +91,24 @@ class Session:
         self.exp_cmd_sn = 0
         self.cid = 0
         self.closed = False
+        self._max_cmd_sn: int | None = None  # the highest MaxCmdSN advertised so far
 
     @property
     def max_cmd_sn(self) -> int:
-        return (self.exp_cmd_sn + self.node.config.cmd_window - 1) & 0xFFFFFFFF
+        """ExpCmdSN + window - 1, less the commands still in progress, never moved back.
+
+        A command leaves the CmdSN window when it is received (ExpCmdSN passes it), but it
+        still holds memory while its data-out arrives or its response waits: counting those
+        as occupied slots makes `cmd_window` the bound on a session's tasks, not only on the
+        commands in flight (RFC 7143 3.2.2.1: the target closes the window by not advancing
+        MaxCmdSN; the initiator ignores a MaxCmdSN that goes back).
+        """
+        conn = self.connection
+        busy = conn.busy if conn is not None else 0
+        want = (self.exp_cmd_sn + max(0, self.node.config.cmd_window - busy) - 1) & 0xFFFFFFFF
+        if self._max_cmd_sn is None or sn_lt(self._max_cmd_sn, want):
+            self._max_cmd_sn = want
+        return self._max_cmd_sn
 
     def describe(self) -> dict[str, object]:
         return {

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .connection import Connection
+from .connection import OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER, Connection
 from .node import PortalInfo, TargetNode
 
 log = logging.getLogger("msa500_emu.iscsi")
 
 
 class PortalProtocol(asyncio.Protocol):
-    """Feeds bytes into the sans-I/O Connection and writes out what it produces."""
+    """Feeds bytes into the sans-I/O Connection and writes out what it produces.
+
+    Back-pressure: while the transport's write buffer is above its high water
+    (pause_writing), the connection takes no new PDU and the socket is not read, so an
+    initiator that sends commands without reading their answers fills its own TCP window
+    instead of this process's memory; resume_writing (below the low water) carries on.
+    """
 
     def __init__(self, node: TargetNode, portal: PortalInfo, registry: set[PortalProtocol]) -> None:
         self.node = node
@@ -25,9 +31,12 @@ class PortalProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.peer = "?"
         self._flush_pending = False
+        self._pump_pending = False
+        self._reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER, low=OUTPUT_LOW_WATER)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -43,8 +52,45 @@ class PortalProtocol(asyncio.Protocol):
         conn = self.conn
         conn.receive(data)
         self._flush()
+        self._after_input()
+
+    def _after_input(self) -> None:
+        """Stop reading while PDUs wait for the output to drain; go on with them when it has."""
+        conn = self.conn
+        t = self.transport
+        if t is not None and not t.is_closing():
+            if conn.input_held and not self._reading_paused:
+                self._reading_paused = True
+                t.pause_reading()
+            elif not conn.input_held and self._reading_paused and not conn.paused:
+                self._reading_paused = False
+                t.resume_reading()
+            if conn.input_held and not conn.paused and not self._pump_pending:
+                # Only our own queue was full (it is flushed now): go on at the next loop turn,
+                # after the other connections had theirs.
+                self._pump_pending = True
+                self.loop.call_soon(self._pump)
         if conn.deferred and self.timer is not None and self.timer.when() > conn.deferred[0][0]:
             self._arm_timer()  # a held-back response is due before the next NOP check
+
+    def _pump(self) -> None:
+        self._pump_pending = False
+        if self.transport is None:
+            return
+        self.conn.pump()
+        self._flush()
+        self._after_input()
+
+    def pause_writing(self) -> None:
+        self.conn.paused = True
+
+    def resume_writing(self) -> None:
+        conn = self.conn
+        conn.paused = False
+        conn.output_drained()
+        if self.transport is not None and not self._pump_pending:
+            self._pump_pending = True
+            self.loop.call_soon(self._pump)
 
     def _flush_soon(self) -> None:
         if not self._flush_pending:

@@ -25,6 +25,7 @@ class FakeDisk:
         self.lost: list[Nexus] = []
         self.resets: list[tuple[str, int]] = []
         self.seen: list[ScsiRequest] = []
+        self.max_data_out = 1 << 25  # 65536 blocks, as the firmware's Block Limits page
 
     def execute(self, req: ScsiRequest) -> ScsiResult:
         self.seen.append(req)
@@ -46,6 +47,11 @@ class FakeDisk:
             return ScsiResult(Status.GOOD, bytes(self.data[lba * 512 : (lba + n) * 512]))
         self.data[lba * 512 : lba * 512 + len(req.data_out)] = req.data_out
         return ScsiResult()
+
+    def check_data_out(self, req: ScsiRequest) -> ScsiResult | None:
+        if req.expected_length > self.max_data_out:
+            return ScsiResult(Status.CHECK_CONDITION, b"", _sense(0x24))
+        return None
 
     def nexus_loss(self, nexus: Nexus) -> None:
         self.lost.append(nexus)
@@ -77,6 +83,9 @@ class LoopSocket:
 
     def recv(self, n: int) -> bytes:
         out = b"".join(bytes(c) for c in self.conn.take_output())
+        if not out and self.conn.input_held:  # the output had backed up: the shell pumps on
+            self.conn.pump()
+            out = b"".join(bytes(c) for c in self.conn.take_output())
         if not out and self.conn.close_after_flush:
             return b""
         if not out:
