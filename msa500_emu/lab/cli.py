@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from ..management.render import pairs, value
 from . import guest
 from .qmp import QmpError
 from .rso_lab import DEFAULT_SERVICE_PORT, DEFAULT_TIMEOUT, Lab, LabError, Supervisor, alive, format_mark
@@ -133,9 +135,38 @@ def _status(lab: Lab, args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(out, indent=2))
     else:
-        for k, v in out.items():
-            print(f"{k:15} {v}")
+        print(status_text(out))
     return 0
+
+
+def status_text(out: dict[str, Any]) -> str:
+    """`lab status` for people: one aligned `label: value` line per fact, no Python reprs."""
+    items: list[tuple[str, str]] = [
+        ("lab directory", value(out.get("lab_dir"))), ("emulator API", value(out.get("api"))),
+        ("service address", value(out.get("service")) + (f" (on the {out['service_on']} VM)" if out.get("service_on")
+                                                         else " (no VM serves it)")),
+        ("service answer", value(out.get("service_answer"))),
+        ("supervisor", "running" if out.get("supervisor") else "not running"),
+    ]
+    vms = out.get("vms")
+    for role, vm in (vms.items() if isinstance(vms, dict) else ()):
+        items.append((f"{role} VM", ", ".join([
+            "running" if vm.get("running") else "not running", f"pid {value(vm.get('pid'))}",
+            f"boot {value(vm.get('boot'))}", f"console {value(vm.get('console'))}",
+            f"admin {value(vm.get('admin'))}"])))
+    rso = out.get("rso")
+    if isinstance(rso, dict):
+        ages = {k: rso.get(k) for k in ("heartbeat_age_s", "ack_age_s")}
+        items.append(("RSO", ", ".join([
+            f"{value(rso.get('state'))}", f"active port {value(rso.get('active_port'))}",
+            f"fenced port {value(rso.get('fenced_port'))}",
+            "last heartbeat " + ("-" if ages["heartbeat_age_s"] is None else f"{value(ages['heartbeat_age_s'])} s ago"),
+            "last acknowledge " + ("-" if ages["ack_age_s"] is None else f"{value(ages['ack_age_s'])} s ago"),
+            f"timeout {value(rso.get('timeout_s'))} s", f"failovers {value(rso.get('failovers'))}",
+            "detection " + ("-" if rso.get("detection_ms") is None else f"{value(rso.get('detection_ms'))} ms")])))
+    else:
+        items.append(("RSO", value(rso)))
+    return "\n".join(pairs(items, indent=""))
 
 
 def _timeline(lab: Lab, args: argparse.Namespace) -> int:

@@ -1,9 +1,17 @@
-"""The management HTTP JSON API (aiohttp), served by the emulator process."""
+"""The management HTTP JSON API (aiohttp), served by the emulator process.
+
+Every answer is JSON. A request that fails answers `{"ok": false, "error": "<one line>"}`:
+400 for bad input (a malformed body, a command the language or the array refuses), 404 / 405 /
+413 for an unknown path, a wrong method, a body over 64 KiB, and 503 for a failure inside the
+emulator (a bug): its traceback goes to the server log, once, never to the client. No request
+answers 500.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +20,48 @@ from .commands import Array, CommandError, run
 
 log = logging.getLogger("msa500_emu.api")
 
+INTERNAL_STATUS = 503  # the emulator could not serve this request; it keeps serving the others
+GET_PATHS = ("/api/health", "/api/globals", "/api/disks", "/api/units", "/api/spares", "/api/events")
+
+
+def error(status: int, message: str) -> web.Response:
+    """The one-line error answer."""
+    line = " ".join(str(message).split()) or "request failed"
+    return web.json_response({"ok": False, "error": line}, status=status)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        return error(404, f"no API path {request.path} (GET {', '.join(GET_PATHS)}; POST /api/command)")
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ())) or "-"
+        return error(405, f"{request.method} {request.path}: method not allowed (use {allowed})")
+    if exc.status == 413:
+        return error(413, "request body too large (at most 64 KiB)")
+    status = INTERNAL_STATUS if exc.status >= 500 else exc.status
+    return error(status, f"{request.method} {request.path}: {exc.reason}")
+
+
+@web.middleware
+async def one_line_errors(request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Turn whatever a handler raises into the one-line JSON error; log a bug once, with its traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+    except Exception as exc:
+        command = request.get("command")
+        what = f"command {command!r}" if command is not None else f"{request.method} {request.path}"
+        log.exception("internal error answering %s", what)
+        return error(INTERNAL_STATUS, f"internal error in the emulator answering {what}: "
+                                      f"{type(exc).__name__}: {exc} (a bug; the server log has the traceback)")
+
 
 def make_app(array: Array, health: Any) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[one_line_errors])
 
     async def get_health(request: web.Request) -> web.Response:
         return web.json_response(health())
@@ -31,22 +78,23 @@ def make_app(array: Array, health: Any) -> web.Application:
     async def get_events(request: web.Request) -> web.Response:
         raw = request.query.get("since", "0")
         if not raw.isdigit():
-            return web.json_response({"ok": False, "error": f"since={raw!r}: an event id (0 or more)"}, status=400)
+            return error(400, f"since={raw!r}: an event id (0 or more)")
         return web.json_response(array.events(int(raw)))
 
     async def post_command(request: web.Request) -> web.Response:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"ok": False, "error": "request body is not JSON"}, status=400)
+            return error(400, "request body is not JSON")
         line = body.get("command") if isinstance(body, dict) else None
         if not isinstance(line, str):
-            return web.json_response({"ok": False, "error": 'expected {"command": "..."}'}, status=400)
+            return error(400, 'expected {"command": "..."}')
+        request["command"] = line
         try:
             reply = run(array, line)
         except CommandError as exc:
             log.info("command %r refused: %s", line, exc)
-            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+            return error(400, str(exc))
         settle = getattr(array, "settle", None)
         if settle is not None:
             await settle()

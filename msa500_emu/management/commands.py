@@ -1,14 +1,27 @@
 """The command language of `msa500-emu ctl`, in the style of the MSA family's CLI.
 
-Words are case-insensitive; DISKm is bay m (1-14) and unit n is LUN n. Every command
-returns a JSON-able result and a plain rendering; a wrong command raises CommandError
-with one line naming the problem. The same calls serve the HTTP API.
+Words are case-insensitive; DISKm is bay m (1-14) and unit n is LUN n; sizes are binary (4GB is
+4 GiB, a bare number MiB). Every command returns a JSON-able result and a plain rendering; a
+wrong command raises CommandError with one line naming the problem. The same calls serve the
+HTTP API.
+
+COMMANDS is the grammar: each command's first words, its usage line and its handler; `run`
+dispatches through it and nothing else, so a command exists exactly when it has a usage line.
+The usage notation (the README's Management block uses it too):
+- ` | ` separates alternatives; one that does not start with the command's first word goes on
+  from the first two words of the alternative before it (`FAULT DISKm FAIL | PULL`);
+- `A|B|C` inside a word is a choice of that word (`REBUILD_PRIORITY=HIGH|MEDIUM|LOW`);
+- `[...]` is optional, `...` repeats; a word with a lower-case letter is a placeholder (`n`,
+  `DISKm`, `lba`), every other word is written as shown.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,8 +45,11 @@ class Array(Protocol):
 
     def events(self, since_id: int = 0) -> list[dict[str, Any]]: ...
 
-    def operate(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Run a controller operation; raises CommandError with the controller's message."""
+    def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a controller operation; raises CommandError with the controller's message.
+
+        `op` is positional-only: operations take keyword arguments of any name (add_unit's name=).
+        """
         ...
 
 
@@ -43,21 +59,12 @@ class Reply:
     text: str
 
 
-USAGE = {
-    "SHOW": "SHOW GLOBALS | DISKS | UNITS | SPARES | EVENTS [n]",
-    "ADD UNIT": 'ADD UNIT n DATA="DISKa-DISKb" RAID_LEVEL=0|1|10|5|ADG [STRIPE_SIZE=k] [SIZE=s] [NAME=x]',
-    "DELETE UNIT": "DELETE UNIT n",
-    "ADD SPARE": "ADD SPARE UNIT=n DISKm [DISKk ...]",
-    "DELETE SPARE": "DELETE SPARE UNIT=n DISKm [DISKk ...]",
-    "EXPAND UNIT": 'EXPAND UNIT n DATA="DISKa-DISKb"',
-    "EXTEND UNIT": "EXTEND UNIT n SIZE=s",
-    "SET GLOBALS": "SET GLOBALS REBUILD_PRIORITY=HIGH|MEDIUM|LOW",
-    "SET CACHE": "SET CACHE [ENABLE|DISABLE] [RATIO=read%] [SIZE=MB]",
-    "RSO": "RSO STATUS | RSO ENABLE [TIMEOUT=s] [ACT_ALONE=YES|NO] | RSO DISABLE | RSO FAILOVER | RSO RESTORE",
-    "FAULT": "FAULT DISKm FAIL|PULL|INSERT|MEDIA-ERROR lba count|LATENCY ms|CLEAR"
-    " | FAULT PSUn|FANn FAIL|RESTORE | FAULT TEMPERATURE c | FAULT BATTERY FAIL|REMOVE|RESTORE"
-    " | FAULT SHELF POWER-OFF [DURATION=s]|POWER-ON | FAULT LINKn DOWN|UP",
-}
+@dataclass(frozen=True)
+class Command:
+    usage: str
+    handler: Callable[[Array, list[str]], Reply]  # the words after the command's key words
+
+
 RAID_LEVELS = {"0": "0", "1": "1", "10": "10", "1+0": "10", "5": "5", "ADG": "ADG", "6": "ADG"}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(I?B)?$")
 
@@ -74,24 +81,12 @@ def run(array: Array, line: str) -> Reply:
     if not words:
         raise CommandError("empty command (try SHOW GLOBALS)")
     up = [w.upper() for w in words]
-    verb = up[0]
-    if verb == "SHOW":
-        return _show(array, up[1:])
-    if verb in ("ADD", "DELETE", "EXPAND", "EXTEND") and len(up) >= 2:
-        obj = up[1]
-        if obj == "UNIT":
-            return _unit_command(array, verb, words[2:])
-        if obj == "SPARE" and verb in ("ADD", "DELETE"):
-            return _spare_command(array, verb, words[2:])
-        raise CommandError(f"unknown command {verb} {words[1]!r} (known: {_known()})")
-    if verb == "SET" and len(up) >= 2 and up[1] == "GLOBALS":
-        return _set_globals(array, words[2:])
-    if verb == "SET" and len(up) >= 2 and up[1] == "CACHE":
-        return _set_cache(array, words[2:])
-    if verb == "FAULT":
-        return _fault(array, words[1:])
-    if verb == "RSO":
-        return _rso(array, words[1:])
+    for n in (2, 1):
+        key = " ".join(up[:n])
+        if len(up) >= n and key in COMMANDS:
+            return COMMANDS[key].handler(array, words[n:])
+    if up[0] in _VERBS and len(words) > 1:
+        raise CommandError(f"unknown command {up[0]} {words[1]!r} (known: {_known()})")
     raise CommandError(f"unknown command {words[0]!r} (known: {_known()})")
 
 
@@ -174,7 +169,8 @@ def _unit_number(words: list[str], usage: str) -> tuple[int, list[str]]:
 
 
 # -- commands -------------------------------------------------------------------------------
-def _show(array: Array, what: list[str]) -> Reply:
+def _show(array: Array, words: list[str]) -> Reply:
+    what = [w.upper() for w in words]
     if not what:
         raise CommandError(f"SHOW what? ({USAGE['SHOW']})")
     obj, rest = what[0], what[1:]
@@ -198,7 +194,7 @@ def _show(array: Array, what: list[str]) -> Reply:
     raise CommandError(f"unknown SHOW command {' '.join(what)!r} ({USAGE['SHOW']})")
 
 
-def _unit_command(array: Array, verb: str, words: list[str]) -> Reply:
+def _unit_command(array: Array, words: list[str], verb: str) -> Reply:
     usage = USAGE[f"{verb} UNIT"]
     lun, rest = _unit_number(words, usage)
     if verb == "ADD":
@@ -247,7 +243,7 @@ def _no_more(rest: list[str], usage: str) -> None:
         raise CommandError(f"unexpected {rest[0]!r} (usage: {usage})")
 
 
-def _spare_command(array: Array, verb: str, words: list[str]) -> Reply:
+def _spare_command(array: Array, words: list[str], verb: str) -> Reply:
     usage = USAGE[f"{verb} SPARE"]
     pos, o = _options(words, {"UNIT"}, usage)
     if "UNIT" not in o:
@@ -316,6 +312,8 @@ def _rso(array: Array, words: list[str]) -> Reply:
                 kw["timeout_s"] = float(o["TIMEOUT"].lower().removesuffix("s"))
             except ValueError:
                 raise CommandError(f"TIMEOUT={o['TIMEOUT']} is not a number of seconds") from None
+            if not math.isfinite(kw["timeout_s"]):
+                raise CommandError(f"TIMEOUT={o['TIMEOUT']} is not a number of seconds")
         if "ACT_ALONE" in o:
             if o["ACT_ALONE"].upper() not in ("YES", "NO"):
                 raise CommandError("ACT_ALONE=YES or NO")
@@ -371,8 +369,13 @@ def _fault(array: Array, words: list[str]) -> Reply:
             return Reply(result, "Shelf powered on.")
         raise CommandError("usage: FAULT SHELF POWER-OFF [DURATION=seconds] | FAULT SHELF POWER-ON")
     if target == "TEMPERATURE":
-        result = array.operate("set_temperature", _int(words[1], "temperature", -40, 150))
-        return Reply(result, f"Temperature set to {words[1]} C.")
+        if args:
+            raise CommandError("usage: FAULT TEMPERATURE c (degrees Celsius)")
+        celsius = _int(words[1], "temperature", -40, 150)
+        result = array.operate("set_temperature", celsius)
+        return Reply(result, f"Temperature set to {celsius} C.")
+    if not target.startswith("DISK"):
+        raise CommandError(f"unknown fault target {words[0]!r} (DISKm, PSUn, FANn, TEMPERATURE, BATTERY, SHELF, LINKn)")
     bay = parse_disk(target)
     kw: dict[str, Any] = {}
     if action in ("FAIL", "PULL", "INSERT", "CLEAR"):
@@ -389,3 +392,27 @@ def _fault(array: Array, words: list[str]) -> Reply:
         raise CommandError(f"unknown fault {words[1]!r} (usage: {usage})")
     result = array.operate("fault_disk", bay, action.lower(), **kw)
     return Reply(result, f"DISK{bay}: {action.lower()} done.")
+
+
+COMMANDS: dict[str, Command] = {
+    "SHOW": Command("SHOW GLOBALS | SHOW DISKS | SHOW UNITS | SHOW SPARES | SHOW EVENTS [n]", _show),
+    "ADD UNIT": Command('ADD UNIT n DATA="DISKa-DISKb" RAID_LEVEL=0|1|1+0|10|5|ADG|6 [STRIPE_SIZE=k] [SIZE=s]'
+                        ' [NAME=x] | ADD UNIT n ARRAY=a RAID_LEVEL=0|1|10|5|ADG [SIZE=s] [NAME=x]',
+                        functools.partial(_unit_command, verb="ADD")),
+    "DELETE UNIT": Command("DELETE UNIT n", functools.partial(_unit_command, verb="DELETE")),
+    "ADD SPARE": Command("ADD SPARE UNIT=n DISKm [DISKk ...]", functools.partial(_spare_command, verb="ADD")),
+    "DELETE SPARE": Command("DELETE SPARE UNIT=n DISKm [DISKk ...]",
+                            functools.partial(_spare_command, verb="DELETE")),
+    "EXPAND UNIT": Command('EXPAND UNIT n DATA="DISKa-DISKb"', functools.partial(_unit_command, verb="EXPAND")),
+    "EXTEND UNIT": Command("EXTEND UNIT n SIZE=s", functools.partial(_unit_command, verb="EXTEND")),
+    "SET GLOBALS": Command("SET GLOBALS REBUILD_PRIORITY=HIGH|MEDIUM|LOW", _set_globals),
+    "SET CACHE": Command("SET CACHE [ENABLE|DISABLE] [RATIO=0|25|50|75|100] [SIZE=128|256]", _set_cache),
+    "RSO": Command("RSO STATUS | RSO ENABLE [TIMEOUT=s] [ACT_ALONE=YES|NO] | RSO FAILOVER | RSO RESTORE"
+                   " | RSO DISABLE", _rso),
+    "FAULT": Command("FAULT DISKm FAIL | PULL | INSERT | MEDIA-ERROR lba count | LATENCY ms | CLEAR"
+                     " | FAULT PSUn FAIL | RESTORE | FAULT FANn FAIL | RESTORE | FAULT TEMPERATURE c"
+                     " | FAULT BATTERY LOW | FAIL | REMOVE | RESTORE"
+                     " | FAULT SHELF POWER-OFF [DURATION=s] | FAULT SHELF POWER-ON | FAULT LINKn DOWN | UP", _fault),
+}
+USAGE = {key: c.usage for key, c in COMMANDS.items()}
+_VERBS = {key.split()[0] for key in COMMANDS}

@@ -1,172 +1,314 @@
-"""Plain-text renderings of the management views, in the manner of the MSA CLI."""
+"""Plain-text renderings of the management views, in the manner of the MSA CLI.
+
+One way to write each kind of value, so every view reads the same:
+- sizes are binary, with the unit written: B, KiB, MiB, GiB, TiB (1 GiB = 2^30 bytes), as the
+  command language counts them (SIZE=4GB is 4 GiB); the JSON views give exact bytes;
+- lists of drives are in the command language's own form, `DISK3-DISK6,DISK9`;
+- times are local, to the millisecond; a value nobody knows is `-` (never None or a Python repr);
+- tables have aligned columns, one row per drive, unit, spare or event.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 RAID_NAMES = {
-    "0": "NO FAULT TOLERANCE (Raid 0)",
-    "1": "MIRRORING (Raid 1)",
-    "10": "MIRRORING (Raid 1+0)",
-    "1+0": "MIRRORING (Raid 1+0)",
-    "5": "DISTRIBUTED PARITY FAULT TOLERANCE (Raid 5)",
-    "ADG": "ADVANCED DATA GUARDING (Raid ADG)",
+    "0": "RAID 0",
+    "1": "RAID 1",
+    "10": "RAID 1+0",
+    "1+0": "RAID 1+0",
+    "5": "RAID 5",
+    "ADG": "RAID ADG",
 }
+_UNITS = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
 
 
-def _gb(n: Any) -> str:
-    try:
-        return f"{int(n) / 1e9:.1f}GB"
-    except (TypeError, ValueError):
+def size(n: Any) -> str:
+    """Bytes as a binary size with its unit: 36 GiB, 4.5 GiB, 128 MiB, 512 B; `-` when unknown."""
+    if isinstance(n, bool) or not isinstance(n, int | float):
         return "-"
+    for unit, name in _UNITS:
+        if abs(n) >= unit:
+            return f"{_num(n / unit, 2)} {name}"
+    return f"{int(n)} B"
 
 
-def _mb(n: Any) -> str:
-    try:
-        return f"{int(n) // 1_000_000:,}MB"
-    except (TypeError, ValueError):
+def rate(n: Any) -> str:
+    """Bytes per second, binary units."""
+    return "-" if size(n) == "-" else f"{size(n)}/s"
+
+
+def _num(x: float, places: int) -> str:
+    """A number without trailing zeros: 36, 4.5, 1.33."""
+    text = f"{x:.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def value(v: Any) -> str:
+    """Any JSON value as plain words: no None, no braces, no quotes."""
+    if v is None or v == "":
         return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return _num(v, 3)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {value(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, list | tuple):
+        return ", ".join(value(x) for x in v) or "-"
+    return str(v)
 
 
-def _disk_list(bays: Any) -> str:
-    if not bays:
-        return "none"
-    return ", ".join(f"DISK{b}" if b is not None else "(missing member)" for b in bays)
+def disk_list(bays: Iterable[Any] | None) -> str:
+    """Bays in the command language's form: DISK3-DISK6,DISK9; a missing member is `(missing)`."""
+    parts: list[str] = []
+    run: list[int] = []
+
+    def close() -> None:
+        if run:
+            parts.append(f"DISK{run[0]}" if len(run) == 1 else f"DISK{run[0]}-DISK{run[-1]}")
+            run.clear()
+
+    for b in bays or []:
+        if isinstance(b, int) and not isinstance(b, bool):
+            if run and b != run[-1] + 1:
+                close()
+            run.append(b)
+        else:
+            close()
+            parts.append("(missing)")
+    close()
+    return ",".join(parts) or "-"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = ()) -> list[str]:
+    """Rows under a header, each column as wide as its widest cell (right-aligned: numbers)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    align = set(right)
+
+    def line(cells: Sequence[str]) -> str:
+        out = [c.rjust(w) if i in align else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(out).rstrip()
+
+    return [line(headers)] + [line(r) for r in rows]
+
+
+def pairs(items: Sequence[tuple[str, str]], indent: str = "  ") -> list[str]:
+    """`label: value` lines with the values in one column."""
+    width = max((len(k) for k, _ in items), default=0) + 1
+    return [f"{indent}{(k + ':').ljust(width)} {v}" for k, v in items]
+
+
+def when(t: Any) -> str:
+    """Seconds since the epoch as local time to the millisecond."""
+    if isinstance(t, bool) or not isinstance(t, int | float):
+        return "-"
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _percent(x: Any) -> str:
+    return "-" if isinstance(x, bool) or not isinstance(x, int | float) else f"{_num(float(x), 1)}%"
+
+
+def _duration(seconds: Any) -> str:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return "-"
+    s = float(seconds)
+    if s >= 3600:
+        return f"{_num(s / 3600, 1)} h"
+    if s >= 60:
+        return f"{_num(s / 60, 1)} min"
+    return f"{_num(s, 1)} s"
+
+
+POWER_OFF_NOTE = "The shelf is powered off: every unit answers the hosts NOT READY until FAULT SHELF POWER-ON."
+
+
+def battery_text(b: dict[str, Any]) -> str:
+    state = str(b.get("state", "-"))
+    if state == "missing":
+        charge = "no battery installed"
+    elif b.get("charge_percent") is None:
+        charge = "charge unknown"
+    else:
+        charge = f"charge {_percent(b['charge_percent'])}"
+    return f"{state.upper()}, {charge}, hold-up {_duration(b.get('holdup_seconds'))}"
 
 
 def globals_text(g: dict[str, Any]) -> str:
-    lines = ["Global Parameters:"]
-    pairs = [
-        ("System Name", g.get("product")),
-        ("Serial Number", g.get("serial")),
-        ("Firmware Revision", g.get("firmware")),
-        ("iSCSI Target Name", g.get("target_name")),
-        ("Array Accelerator (cache)", _mb(g["cache_bytes"]) if "cache_bytes" in g and "cache" not in g else None),
-        ("Rebuild Priority", str(g.get("rebuild_priority", "")).upper() or None),
-        ("Temperature", f"{g['temperature_c']} C" if "temperature_c" in g else None),
-        ("Drive Bays", g.get("bays")),
-    ]
-    for label, value in pairs:
-        if value is not None:
-            lines.append(f"  {label}: {value}")
+    items: list[tuple[str, str]] = []
+
+    def add(label: str, v: Any) -> None:
+        if v is not None:
+            items.append((label, v if isinstance(v, str) else value(v)))
+
+    add("System Name", g.get("product"))
+    add("Serial Number", g.get("serial"))
+    add("Firmware Revision", g.get("firmware"))
+    add("iSCSI Target Name", g.get("target_name"))
+    if "powered" in g:
+        add("Shelf Power", "ON" if g["powered"] else "OFF (units NOT READY until FAULT SHELF POWER-ON)")
+    add("Rebuild Priority", str(g["rebuild_priority"]).upper() if g.get("rebuild_priority") else None)
+    add("Temperature", f"{value(g['temperature_c'])} C" if "temperature_c" in g else None)
+    if "bays" in g:
+        add("Drive Bays", f"{g['bays']}" + (f" ({g['drives']} drives)" if "drives" in g else ""))
+    for kind, name in (("power_supplies", "Power Supply"), ("fans", "Fan")):
+        for i, state in enumerate(g.get(kind) or [], 1):
+            add(f"{name} {i}", str(state).upper())
     cache = g.get("cache")
     if isinstance(cache, dict):
-        state = str(cache.get("state", "-")).upper()
-        lines.append(
-            f"  Array Accelerator: {cache.get('size_mb', '-')}MB {state} ({cache.get('reason', '')}), "
-            f"read {cache.get('ratio_read_percent', '-')}% / write {cache.get('ratio_write_percent', '-')}%"
-        )
-        lines.append(
-            f"  Cache: dirty {_mb(cache.get('dirty_bytes'))}, read hit rate "
-            f"{100 * float(cache.get('read_hit_rate') or 0):.0f}%, destage "
-            f"{float(cache.get('destage_rate_bytes_per_s') or 0) / 1e6:.1f} MB/s"
-        )
+        add("Array Accelerator",
+            f"{size(cache.get('size_bytes'))}, {str(cache.get('state', '-')).upper()}"
+            f" ({value(cache.get('reason'))}), read {_percent(cache.get('ratio_read_percent'))}"
+            f" / write {_percent(cache.get('ratio_write_percent'))}")
+        add("Cache Activity",
+            f"dirty {size(cache.get('dirty_bytes'))}, read hit rate "
+            f"{_percent(100 * float(cache.get('read_hit_rate') or 0))}, destage "
+            f"{rate(cache.get('destage_rate_bytes_per_s') or 0)}")
+        if cache.get("destage_blocked"):
+            add("Cache Destage", f"BLOCKED: {cache['destage_blocked']} (unwritten data stays in the cache)")
+        lost = cache.get("data_lost_blocks")
+        if lost:
+            add("Cache Data Lost", ", ".join(f"LUN {lun}: {n} blocks" for lun, n in dict(lost).items()))
+    elif "cache_bytes" in g:
+        add("Array Accelerator", size(g["cache_bytes"]))
     battery = g.get("battery")
     if isinstance(battery, dict):
-        hours = float(battery.get("holdup_seconds") or 0) / 3600
-        lines.append(f"  Cache Battery: {str(battery.get('state', '-')).upper()}, charge "
-                     f"{float(battery.get('charge_percent') or 0):.0f}%, hold-up {hours:.0f} h")
-    for kind in ("power_supplies", "fans"):
-        for i, state in enumerate(g.get(kind, []) or [], 1):
-            name = "Power Supply" if kind == "power_supplies" else "Fan"
-            lines.append(f"  {name} {i}: {str(state).upper()}")
-    for port in g.get("portals", []):
-        lines.append(f"  Port {port['port']}: iSCSI portal {port['address']} ({port['sessions']} sessions)")
-    for ld in g.get("logical_drives", []):
-        lines.append(f"  Logical Drive {ld['lun']}: {ld['bytes'] / (1 << 30):.2f} GiB")
-    lines.append(f"  Up Time: {g.get('uptime_s', 0):.0f} s")
-    return "\n".join(lines)
+        add("Cache Battery", battery_text(battery))
+    for port in g.get("portals") or []:
+        add(f"Port {port.get('port')}",
+            f"iSCSI portal {port.get('address')} ({port.get('sessions', 0)} sessions)")
+    rso = g.get("rso")
+    if isinstance(rso, dict):
+        add("Recovery Server Option", value(rso.get("state")))
+    for ld in g.get("logical_drives") or []:
+        add(f"Logical Drive {ld.get('lun')}", f"{size(ld.get('bytes'))} ({str(ld.get('state', '-')).upper()})")
+    if "uptime_s" in g:
+        add("Up Time", _duration(g["uptime_s"]))
+    return "\n".join(["Global Parameters:", *pairs(items)])
+
+
+def _disk_notes(d: dict[str, Any]) -> str:
+    notes = []
+    if d.get("rebuild_percent") is not None and str(d.get("state")) == "rebuilding":
+        notes.append(f"rebuild {_percent(d['rebuild_percent'])}")
+    errors = d.get("media_errors") or []
+    if errors:
+        spans = ", ".join(f"LBA {e.get('lba')}+{e.get('count')}" if isinstance(e, dict) else value(e)
+                          for e in errors)
+        notes.append(f"media errors at {spans}")
+    if d.get("latency_ms"):
+        notes.append(f"latency {value(d['latency_ms'])} ms")
+    return "; ".join(notes)
 
 
 def disks_text(disks: list[dict[str, Any]]) -> str:
-    lines = ["Disk List: (bay) Size State Role Array"]
+    rows = []
     for d in disks:
-        bay = d.get("bay")
         state = str(d.get("state", "-")).upper()
-        if state in ("EMPTY", "MISSING") and not d.get("size_bytes"):
-            lines.append(f"DISK{bay:<3} (bay {bay:02d})  {'-':>8}  {state}")
-            continue
-        role = d.get("role") or "-"
-        array = d.get("array") or "-"
-        extra = []
-        if d.get("rebuild_percent") is not None and state == "REBUILDING":
-            extra.append(f"rebuild {d['rebuild_percent']}%")
-        if d.get("media_errors"):
-            extra.append(f"media errors {d['media_errors']}")
-        if d.get("latency_ms"):
-            extra.append(f"latency {d['latency_ms']} ms")
-        tail = f"  [{'; '.join(extra)}]" if extra else ""
-        lines.append(
-            f"DISK{bay:<3} (bay {bay:02d})  {_gb(d.get('size_bytes')):>8}  {state:<18} {role:<10} "
-            f"array {array}{tail}"
-        )
-    return "\n".join(lines)
+        rows.append([
+            f"DISK{d.get('bay')}", size(d.get("size_bytes")), state, value(d.get("role")),
+            value(d.get("array")), value(d.get("serial")), _disk_notes(d),
+        ])
+    return "\n".join(table(["Disk", "Size", "State", "Role", "Array", "Serial", "Notes"], rows, right=[1]))
+
+
+def _unit_state(u: dict[str, Any]) -> str:
+    state = str(u.get("state", "-")).upper()
+    for key in ("rebuild_percent", "expand_percent"):
+        if u.get(key) is not None:
+            state += f" {_percent(u[key])}"
+            break
+    if u.get("powered") is False:
+        state = "POWERED OFF" + ("" if state == "OK" else f", {state}")
+    return state
 
 
 def units_text(units: list[dict[str, Any]]) -> str:
     if not units:
         return "No units configured."
-    out = []
+    lost = any("lost_blocks" in u for u in units)
+    headers = ["Unit", "Name", "Array", "RAID", "Stripe", "Size", "State", "Tolerates"]
+    if lost:
+        headers.append("Lost blocks")
+    headers += ["Data disks", "Spares"]
+    rows = []
     for u in units:
-        lun = u.get("lun")
-        state = str(u.get("state", "-")).upper()
-        status = f"VOLUME {state}"
-        for key, what in (("rebuild_percent", "rebuild"), ("expand_percent", "expansion")):
-            if u.get(key) is not None:
-                status += f" ({what} {u[key]}% complete)"
         raid = str(u.get("raid", ""))
-        out += [
-            f"Unit {lun}:",
-            f"   Unit {lun} is LUN {lun}; name: {u.get('name', '')}",
-            f"   Volume Status : {status}",
-            f"   Array : {u.get('array', '-')}",
-            f"   {len(u.get('bays', []) or [])} Data Disk(s) used by unit {lun}: {_disk_list(u.get('bays'))}",
-            f"   Spare Disk(s) used by unit {lun}: "
-            + (_disk_list(u.get("spares")) if u.get("spares") else "No spare drive is designated."),
-            f"   Logical Volume Raid Level: {RAID_NAMES.get(raid, raid)}",
-            f"   stripe_size={u.get('stripe_kib', '-')}kB",
-            f"   Logical Volume Capacity : {_mb(u.get('size_bytes'))}",
-            f"   Fault Tolerance : survives {u.get('fault_tolerance', 0)} more drive failure(s)",
+        stripe = u.get("stripe_kib")
+        row = [
+            value(u.get("lun")), value(u.get("name")), value(u.get("array")), RAID_NAMES.get(raid, raid or "-"),
+            size(stripe * 1024) if isinstance(stripe, int) else "-", size(u.get("size_bytes")), _unit_state(u),
+            f"{value(u.get('fault_tolerance', 0))} failure(s)",
         ]
-    return "\n".join(out)
+        if lost:
+            row.append(value(u.get("lost_blocks", 0)))
+        row += [disk_list(u.get("bays")), disk_list(u.get("spares")) if u.get("spares") else "none"]
+        rows.append(row)
+    right = [0, 5] + ([8] if lost else [])
+    lines = table(headers, rows, right=right)
+    if any(u.get("powered") is False for u in units):
+        lines.insert(0, POWER_OFF_NOTE)
+    return "\n".join(lines)
 
 
 def spares_text(spares: list[dict[str, Any]]) -> str:
     if not spares:
         return "No spare drive is designated."
-    lines = []
+    rows = []
     for s in spares:
-        units = ", ".join(f"unit {u}" for u in s.get("luns", []) or []) or "-"
-        arrays = ",".join(s.get("arrays", []) or []) or "-"
-        where = f" replacing a member of array {s['replacing_in']}" if s.get("replacing_in") else ""
-        lines.append(f"DISK{s.get('bay')}: {str(s.get('state', 'spare')).upper()}{where}, "
-                     f"serves array {arrays} ({units})")
-    return "\n".join(lines)
+        bay = s.get("bay")
+        rows.append([
+            f"DISK{bay}" if bay is not None else "(missing)", str(s.get("state", "standby")).upper(),
+            value(s.get("arrays")), ", ".join(str(x) for x in s.get("luns") or []) or "-",
+            value(s.get("replacing_in")), value(s.get("serial")),
+        ])
+    return "\n".join(table(["Spare", "State", "Arrays", "Units", "Replacing in", "Serial"], rows))
+
+
+_BYTES = re.compile(r"\b(\d+) bytes\b")
+
+
+def _message(text: Any) -> str:
+    """An event message with its byte counts in the one size unit (the JSON keeps the exact message)."""
+    return _BYTES.sub(lambda m: size(int(m.group(1))), value(text))
 
 
 def events_text(events: list[dict[str, Any]]) -> str:
     if not events:
         return "No events."
-    lines = []
-    for e in events:
-        t = e.get("time")
-        when = dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if isinstance(t, (int, float)) else "-"
-        lines.append(f"{e.get('id', '-'):>6} {when} {str(e.get('severity', '')).upper():<8} "
-                     f"{e.get('code', ''):<20} {e.get('message', '')}")
-    return "\n".join(lines)
+    rows = [[value(e.get("id")), when(e.get("time")), str(e.get("severity", "")).upper(), value(e.get("code")),
+             _message(e.get("message"))] for e in events]
+    return "\n".join(table(["Id", "Time", "Severity", "Code", "Message"], rows, right=[0]))
+
+
+RSO_LABELS = (
+    ("state", "Status"), ("enabled", "Enabled"), ("timeout_s", "Heartbeat Timeout"),
+    ("act_alone", "Controller Acts Alone"), ("active_port", "Active Port"), ("fenced_port", "Fenced Port"),
+    ("failed_over", "Failed Over"), ("heartbeat_age_s", "Last Heartbeat"), ("ack_age_s", "Last Acknowledge"),
+    ("detection_ms", "Detection"), ("links", "Heartbeat Links"), ("sessions", "Sessions"),
+    ("failovers", "Failovers"),
+)
 
 
 def rso_text(st: dict[str, Any]) -> str:
-    lines = ["Recovery Server Option:"]
-    for key, label in (("state", "Status"), ("enabled", "Enabled"), ("timeout_s", "Heartbeat Timeout (s)"),
-                       ("act_alone", "Controller Acts Alone"), ("active_port", "Active Port"),
-                       ("fenced_port", "Fenced Port"),
-                       ("heartbeat_age_s", "Last Heartbeat (s ago)"), ("ack_age_s", "Last Acknowledge (s ago)"),
-                       ("failovers", "Failovers")):
-        if key in st:
-            value = st[key]
-            if isinstance(value, dict):
-                value = ", ".join(f"port {k}: {v}" for k, v in value.items())
-            lines.append(f"  {label}: {value}")
-    return "\n".join(lines)
+    items = []
+    for key, label in RSO_LABELS:
+        if key not in st:
+            continue
+        v = st[key]
+        if key == "timeout_s":
+            text = _duration(v)
+        elif key in ("heartbeat_age_s", "ack_age_s"):
+            text = "-" if v is None else f"{value(v)} s ago"
+        elif key == "detection_ms":
+            text = "-" if v is None else f"{value(v)} ms"
+        elif isinstance(v, dict):
+            text = ", ".join(f"port {k}: {value(x)}" for k, x in v.items()) or "-"
+        else:
+            text = value(v)
+        items.append((label, text))
+    return "\n".join(["Recovery Server Option:", *pairs(items)])

@@ -144,7 +144,7 @@ def test_garbage_from_one_client_leaves_other_session_unharmed(array: RunningArr
 def test_ctl_show_globals(array: RunningArray) -> None:
     out = run(sys.executable, "-m", "msa500_emu", "ctl", "--api", array.api, "show", "globals")
     assert out.returncode == 0, out.stderr
-    assert "Serial Number: CITEST0001" in out.stdout
+    assert re.search(r"^  Serial Number:\s+CITEST0001$", out.stdout, re.MULTILINE), out.stdout
     js = run(sys.executable, "-m", "msa500_emu", "ctl", "--api", array.api, "--json", "SHOW GLOBALS")
     assert json.loads(js.stdout)["result"]["bays"] == 14
     bad = run(sys.executable, "-m", "msa500_emu", "ctl", "--api", array.api, "SHOW NONSENSE")

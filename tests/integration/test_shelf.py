@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -87,7 +88,7 @@ def test_units_spares_and_disks_are_shown(shelf: RunningArray) -> None:
     assert u[1]["raid"] == "1" and u[1]["bays"] == [1, 2] and u[1]["state"] == "ok"
     assert u[2]["raid"] == "5" and u[2]["bays"] == [3, 4, 5, 6] and u[2]["stripe_kib"] == 64
     text = ctl(shelf, "show", "units").stdout
-    assert "DISTRIBUTED PARITY FAULT TOLERANCE (Raid 5)" in text
+    assert re.search(r"^\s*2\s+data\s+B\s+RAID 5\s", text, re.MULTILINE), text  # unit 2's row names RAID 5
     spares = json.loads(ctl(shelf, "--json", "SHOW SPARES").stdout)["result"]
     assert [s["bay"] for s in spares] == [7]
     disks = {d["bay"]: d for d in json.loads(ctl(shelf, "--json", "SHOW DISKS").stdout)["result"]}
