@@ -855,16 +855,20 @@ class Controller:
                                                            if split < lba + count else [])
         copy_target = self.arrays[ld.cfg.array].copy_target
         for vol, a, n in parts:
-            sdb = vol.layout.stripe_data_bytes
-            s0, s1 = a * BLOCK_SIZE // sdb, -(-(a + n) * BLOCK_SIZE // sdb)
-            off = s0 * vol.stripe_unit
-            length = min((s1 - s0) * vol.stripe_unit, vol.per_member_bytes - off)
-            try:
-                resync_untrusted(vol, off, length)
-            except (VolumeFailed, DriveError):
-                continue  # the unit has failed: nothing to keep consistent
-            if copy_target is not None:  # the spare and its copy may disagree there: copy again
-                copy_target.rebuilt_to = min(copy_target.rebuilt_to, vol.base_offset + off)
+            # exactly the member rows the write touched (a row elsewhere keeps its trusted parity)
+            rows: list[list[int]] = []
+            for pc in sorted(vol.layout.pieces(a * BLOCK_SIZE, n * BLOCK_SIZE), key=lambda p: p.member_offset):
+                if rows and pc.member_offset <= rows[-1][1]:
+                    rows[-1][1] = max(rows[-1][1], pc.member_offset + pc.length)
+                else:
+                    rows.append([pc.member_offset, pc.member_offset + pc.length])
+            for lo, hi in rows:
+                try:
+                    resync_untrusted(vol, lo, hi - lo)
+                except (VolumeFailed, DriveError):
+                    break  # the unit has failed: nothing to keep consistent
+                if copy_target is not None:  # the spare and its copy may disagree there: copy again
+                    copy_target.rebuilt_to = min(copy_target.rebuilt_to, vol.base_offset + lo)
 
     # ============================================================ volumes and units
     def _make_volume(self, ld: LogicalDrive) -> None:
@@ -1216,8 +1220,9 @@ class Controller:
             else:
                 drive.member_state = MemberState.OK
                 drive.rebuilt_to = 0
-                for ld in lds:  # the drive came back: re-enable what it took down
-                    if ld.cfg.failed:
+                for ld in lds:  # the drive came back: re-enable the RAID 0 units it took down, whose data
+                    # it holds unchanged; a failed redundant unit stays failed (its spare may hold nothing)
+                    if ld.cfg.failed and ld.level is RaidLevel.RAID0:
                         self._make_volume(ld)
                         if ld.volume.state() != "failed":
                             ld.cfg.failed = False
@@ -1504,8 +1509,8 @@ class Controller:
         ld = self.lds[lun]
         self._make_volume(ld)
         new = self._raid(arr, RaidLevel(el.new_raid), arr.members, ld, el.new_base)
-        restripe(cast(RaidVolume, _Replay(ld.volume, start, data)), new, start, end - start)
-        el.watermark = end * BLOCK_SIZE
+        moved = restripe(cast(RaidVolume, _Replay(ld.volume, start, data)), new, start, end - start)
+        el.watermark = moved * BLOCK_SIZE
         self._make_volume(ld)
 
     def _expand_step(self, arr: ArrayRt, chunk: int) -> None:
@@ -1539,6 +1544,9 @@ class Controller:
                 if start + want >= total:
                     raise
                 want *= 2
+            except VolumeFailed:  # the new layout lost more members than it survives
+                self._expansion_lost_drives(arr, ld)
+                return
         el.watermark = data_end * BLOCK_SIZE
         ld.new_volume = new
         ld.moved_blocks = data_end
@@ -1575,6 +1583,36 @@ class Controller:
         done = restripe(cast(RaidVolume, _Replay(old, start, data)), new, start, end - start)
         journal.unlink()  # kept if the step did not finish: the next start replays it
         return done
+
+    def _expansion_lost_drives(self, arr: ArrayRt, ld: LogicalDrive) -> None:
+        """An expansion whose new layout cannot go on (e.g. RAID 0 losing an added drive): with
+        nothing moved yet it is called off and the array keeps its old members; otherwise the
+        logical drive being moved, split between two layouts, has failed."""
+        exp = arr.cfg.expand
+        assert exp is not None
+        if any(x.done or x.watermark for x in exp.lds):
+            ld.cfg.failed = True
+            self._refresh()
+            self._commit()
+            return
+        extra = arr.members[exp.old_count :]
+        del arr.members[exp.old_count :]
+        del arr.cfg.members[exp.old_count :]
+        del arr.cfg.home_bays[exp.old_count :]
+        arr.cfg.expand = None
+        arr.expand_pct = -1
+        for d in extra:
+            d.member_state = MemberState.OK
+            d.rebuilt_to = 0
+        for x in self._extents(arr):
+            self._make_volume(x)
+        self.log.emit(EventCode.EXPAND_ABORTED,
+                      f"array {arr.name}: expansion called off before any data moved (an added drive is gone); "
+                      f"the array keeps bays {', '.join(map(str, self._member_bays(arr)))}",
+                      array=arr.name, severity=Severity.WARNING)
+        self._refresh()
+        self._commit()
+        self._activate_spares()
 
     def _expand_fraction(self, arr: ArrayRt) -> float:
         exp = arr.cfg.expand
@@ -2030,6 +2068,13 @@ class Controller:
         old = ld.size_bytes
         ld.cfg.num_blocks = size_bytes // BLOCK_SIZE
         self._make_volume(ld)
+        # the unused tail of the old last stripe holds whatever was there (an expansion's old
+        # layout, a deleted unit): the new blocks there must read as zeros, parity included
+        old_blocks = old // BLOCK_SIZE
+        tail_end = min(ld.cfg.num_blocks, -(-old // ld.volume.layout.stripe_data_bytes)
+                       * ld.volume.layout.stripe_data_bytes // BLOCK_SIZE)
+        if tail_end > old_blocks:
+            ld.volume.write(old_blocks, bytes((tail_end - old_blocks) * BLOCK_SIZE))
         self.controller.establish_unit_attention(lun, CAPACITY_DATA_HAS_CHANGED)
         self.log.emit(EventCode.UNIT_EXTENDED, f"logical drive {lun} grew from {old} to {size_bytes} bytes",
                       lun=lun, array=arr.name)

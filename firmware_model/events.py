@@ -64,6 +64,7 @@ class EventCode(StrEnum):
     EXPAND_STARTED = "EXPAND_STARTED"
     EXPAND_PROGRESS = "EXPAND_PROGRESS"
     EXPAND_DONE = "EXPAND_DONE"
+    EXPAND_ABORTED = "EXPAND_ABORTED"
     PSU_FAILED = "PSU_FAILED"
     PSU_RESTORED = "PSU_RESTORED"
     FAN_FAILED = "FAN_FAILED"
@@ -141,6 +142,7 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.UNIT_EXTENDED: (Severity.INFO, "a logical drive grew"),
     EventCode.EXPAND_STARTED: (Severity.INFO, "an array capacity expansion started"),
     EventCode.EXPAND_PROGRESS: (Severity.INFO, "expansion progress (every 10%)"),
+    EventCode.EXPAND_ABORTED: (Severity.WARNING, "an array expansion was called off before any data moved"),
     EventCode.EXPAND_DONE: (Severity.INFO, "an array capacity expansion completed"),
     EventCode.PSU_FAILED: (Severity.CRITICAL, "a power supply failed"),
     EventCode.PSU_RESTORED: (Severity.INFO, "a power supply is working again"),

@@ -552,7 +552,8 @@ class RaidVolume:
                         full = [new[j] if j in new else solved[j] for j in range(k)]
                     except parity.Unsolvable:
                         # blocks of untouched chunks nothing can give are lost: settle them as zeros
-                        settled, lost = self._settled_row(stripe, roles, a, b, lambda m: m not in bad)
+                        # (block by block: a member that failed a read of the row may read most blocks)
+                        settled, lost = self._settled_row(stripe, roles, a, b, lambda m: True)
                         for j in covered:
                             settled[j][:] = new[j]
                         self._settle(stripe, roles, a, [(j, o) for j, o in lost if j not in new], settled,

@@ -1,0 +1,263 @@
+"""Data-path bugs found by the reference-model checker (tests/model), each as a plain, minimal test.
+
+Every test here writes known data, does the few steps the checker's shrunk sequence needed,
+and reads back: a wrong block with GOOD status is the failure. A kill -9 is simulated as the
+checker does it: the Controller is abandoned without close() (descriptors closed, cache
+unmapped, nothing written or flushed), and "killed in the middle of an operation" means the
+member write number N+1 (firmware_model.enclosure.Drive.write) raises a BaseException that
+nothing in the firmware catches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware_model.cache import CacheSettings
+from firmware_model.controller import ArraySpec, Controller, LogicalDriveSpec, ShelfSpec
+from firmware_model.enclosure import Drive
+from firmware_model.scsi.types import Status
+from tests.unit.shelf_helpers import MIB, Clocked, pattern, read, run_idle, sense, write
+
+
+class _Killed(BaseException):
+    pass
+
+
+@contextmanager
+def dies_at_member_write(n: int) -> Iterator[None]:
+    """Member writes after the first `n` raise _Killed (the process dies there)."""
+    real = Drive.write
+    count = [0]
+
+    def dying(self: Drive, offset: int, data: Any) -> None:
+        if count[0] >= n:
+            raise _Killed
+        count[0] += 1
+        real(self, offset, data)
+
+    Drive.write = dying  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Drive.write = real  # type: ignore[method-assign]
+
+
+def abandon(c: Controller) -> None:
+    """kill -9: close the descriptors and the cache mapping; write and flush nothing."""
+    for d in [*c.enclosure.bays.values(), *c.enclosure.aside.values()]:
+        if d is not None and d.fd is not None:
+            os.close(d.fd)
+            d.fd = None
+    c.cache._unmap()
+    c._closed = True
+
+
+def shelf(level: str, members: int, lds_kib: list[int], stripe_kib: int = 16, drives: int | None = None,
+          spares: list[int] | None = None, cache: bool = True) -> ShelfSpec:
+    n = drives if drives is not None else members + 2
+    return ShelfSpec(
+        serial="REGRESS001",
+        drive_bytes=[20 * MIB if b <= n else 0 for b in range(1, 15)],
+        arrays=[ArraySpec("A", list(range(1, members + 1)), spares or [])],
+        logical_drives=[LogicalDriveSpec(i + 1, "A", level, kib * 1024, f"ld{i + 1}", stripe_kib)
+                        for i, kib in enumerate(lds_kib)],
+        cache=CacheSettings(size_mb=1, holdup_s=30, charge_s=5, spinup_s=0, enabled=cache),
+    )
+
+
+def first_wrong(c: Controller, lun: int, expect: bytes) -> int | None:
+    """The first block that reads differently from `expect` (asserting GOOD status)."""
+    blocks = len(expect) // 512
+    for lba in range(0, blocks, 256):
+        n = min(256, blocks - lba)
+        res = read(c, lun, lba, n)
+        assert res.status == Status.GOOD, (lba, sense(res))
+        want = expect[lba * 512 : (lba + n) * 512]
+        if res.data != want:
+            for i in range(n):
+                if res.data[i * 512 : (i + 1) * 512] != want[i * 512 : (i + 1) * 512]:
+                    return lba + i
+    return None
+
+
+@pytest.fixture
+def env() -> Clocked:
+    return Clocked()
+
+
+# ------------------------------------------------------------------ expansion journal replay
+def test_expansion_step_killed_and_replayed_moves_every_block(env: Clocked, tmp_path: Path) -> None:
+    """RAID 5 over 3 drives, a 2 MiB unit (4096 blocks, not a multiple of the new 3 x 16 KiB
+    stripe), expanded onto a 4th drive; the emulator dies at the first member write of the
+    first expansion step. After the restart the journal replay must leave every block in place."""
+    spec = shelf("5", 3, [2048, 2048], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(1, 4096 * 512)
+    for lba in range(0, 4096, 512):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 512) * 512]).status == Status.GOOD
+    c.expand_unit(1, [4])
+    with dies_at_member_write(0), pytest.raises(_Killed):
+        run_idle(c, env.clock)
+    abandon(c)
+    c = env.open(tmp_path, spec)
+    assert first_wrong(c, 1, data) is None
+    run_idle(c, env.clock)
+    assert first_wrong(c, 1, data) is None
+
+
+# ------------------------------------------------------------------ extend after an expansion
+def test_extend_after_expansion_reads_zeros_in_the_new_blocks(env: Clocked, tmp_path: Path) -> None:
+    """RAID 1+0 over 4 drives, 256 KiB stripe, a 4 MiB unit written full, expanded onto 2 more
+    drives (3 data chunks per stripe: the last stripe is only a third used), then extended by
+    512 KiB, which fits in that last stripe. The new blocks must read as zeros."""
+    spec = shelf("10", 4, [4096], stripe_kib=256, cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(2, 8192 * 512)
+    for lba in range(0, 8192, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.expand_unit(1, [5, 6])
+    run_idle(c, env.clock)
+    assert first_wrong(c, 1, data) is None
+    c.extend_unit(1, 8192 * 512 + 512 * 1024)
+    assert first_wrong(c, 1, data + bytes(512 * 1024)) is None
+
+
+# ------------------------------------------------------------------ RAID 0 expansion losing a new drive
+def test_raid0_expansion_losing_an_added_drive_is_an_answer_not_an_exception(env: Clocked, tmp_path: Path) -> None:
+    """RAID 0 over 2 drives expanded onto bays 3-4; bay 3 is pulled before the first step.
+    Background work must not raise, and every read answers the data or an error."""
+    spec = shelf("0", 2, [2048], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(3, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.expand_unit(1, [3, 4])
+    c.fault_disk(3, "pull")
+    run_idle(c, env.clock)  # raised VolumeFailed out of advance()
+    for lba in range(0, 4096, 256):
+        res = read(c, 1, lba, 256)
+        if res.status == Status.GOOD:
+            assert res.data == data[lba * 512 : (lba + 256) * 512], lba
+
+
+# ------------------------------------------------------------------ the issue's known symptoms
+def test_raid1_copy_back_keeps_the_spare_until_the_new_drive_is_whole(env: Clocked, tmp_path: Path) -> None:
+    """Issue 10 (2): RAID 1 with a spare. The spare takes over bay 1, bay 2 fails, then the
+    failed drive of bay 1 is pulled and a new one inserted: the copy-back must not release the
+    spare (the only current copy) before the new drive holds the data; the unit stays up."""
+    spec = shelf("1", 2, [2048], spares=[3], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(4, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(1, "fail")
+    run_idle(c, env.clock)  # the spare (bay 3) now holds slot 1's copy
+    c.fault_disk(2, "fail")
+    c.fault_disk(1, "pull")
+    c.fault_disk(1, "insert", new=True)
+    assert next(u for u in c.units() if u["lun"] == 1)["state"] != "failed"
+    assert first_wrong(c, 1, data) is None
+    run_idle(c, env.clock)
+    assert first_wrong(c, 1, data) is None
+
+
+def test_raid5_rebuild_over_a_media_error_loses_only_that_row(env: Clocked, tmp_path: Path) -> None:
+    """Issue 10 (1): RAID 5 rebuild onto a spare while a surviving member has a media error:
+    the blocks of the row that cannot be rebuilt may answer MEDIUM ERROR, every other block
+    must read back its data (it read back zeros with GOOD status for the rest of the chunk)."""
+    spec = shelf("5", 4, [4096], spares=[5], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(5, 8192 * 512)
+    for lba in range(0, 8192, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(2, "media-error", lba=300, count=1)  # member byte 153600: row 300 of stripe 9
+    c.fault_disk(1, "fail")
+    run_idle(c, env.clock)
+    su = 32  # 16 KiB stripe unit in blocks
+    k = 3
+    s, a = divmod(300, su)
+    lost_row = {s * k * su + j * su + a for j in range(k)}
+    for lba in range(0, 8192, 64):
+        res = read(c, 1, lba, 64)
+        if res.status == Status.GOOD:
+            assert res.data == data[lba * 512 : (lba + 64) * 512], lba
+            continue
+        for b in range(lba, lba + 64):  # block by block: only the lost row may error
+            r = read(c, 1, b, 1)
+            if r.status == Status.GOOD:
+                assert r.data == data[b * 512 : (b + 1) * 512], b
+            else:
+                assert b in lost_row, (b, sense(r))
+
+
+# ------------------------------------------------------------------ degraded write settles too much
+def test_degraded_write_next_to_a_media_error_loses_only_the_unreadable_blocks(env: Clocked, tmp_path: Path) -> None:
+    """RAID 5 over 4 drives, 16 KiB stripe unit. In stripe 1, data chunk 1 (LBA 128-159) is on
+    bay 1 and chunk 2 (LBA 160-191) on bay 2. Bay 1 gets a media error under LBA 136-139 only;
+    bay 2 is pulled; the host rewrites LBA 160-191, which needs chunk 1 to update the parity.
+    Only LBA 136-139 cannot be reconstructed; LBA 128-135 and 140-159 must read back their data
+    (they were zeroed and answered MEDIUM ERROR: 32 blocks lost instead of 4)."""
+    spec = shelf("5", 4, [2048], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(6, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(1, "media-error", lba=40, count=4)  # member rows 40-43: chunk 1 of stripe 1
+    c.fault_disk(2, "pull")
+    new = pattern(7, 32 * 512)
+    write(c, 1, 160, new)
+    for lba in [*range(128, 136), *range(140, 160)]:
+        res = read(c, 1, lba, 1)
+        assert res.status == Status.GOOD, (lba, sense(res))
+        assert res.data == data[lba * 512 : (lba + 1) * 512], lba
+
+
+# ------------------------------------------------------------------ a failed redundant unit re-enabled
+def test_a_failed_raid5_unit_is_not_re_enabled_with_a_spare_that_was_never_rebuilt(env: Clocked,
+                                                                                   tmp_path: Path) -> None:
+    """RAID 5 over 3 drives with a spare (bay 4). Bay 1 fails (the spare takes over), bay 2 is
+    pulled before the rebuild: the unit fails. The background work then passes over the failed
+    unit, marking the spare rebuilt. Bay 2 put back: the unit must not come back serving the
+    spare's zeros as data (it must stay failed, or come back with the data)."""
+    spec = shelf("5", 3, [2048], spares=[4], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(8, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(1, "fail")
+    c.fault_disk(2, "pull")
+    assert next(u for u in c.units() if u["lun"] == 1)["state"] == "failed"
+    run_idle(c, env.clock)
+    c.fault_disk(2, "insert")
+    for lba in range(0, 4096, 256):
+        res = read(c, 1, lba, 256)
+        if res.status == Status.GOOD:
+            assert res.data == data[lba * 512 : (lba + 256) * 512], f"LBA {lba}: wrong data with GOOD"
+
+
+# ------------------------------------------------------------------ write-intent recovery resyncs whole stripes
+def test_recovery_of_an_interrupted_write_loses_nothing_outside_its_rows(env: Clocked, tmp_path: Path) -> None:
+    """RAID 5 over 4 drives, 16 KiB stripe unit: stripe 0 holds LBA 0-31 on bay 1, 32-63 on bay 2,
+    64-95 on bay 3, parity on bay 4. Bay 2 has a media error under LBA 52-55 (rows 20-23). A write
+    of LBA 0-7 (rows 0-7) dies after its data write, before the parity. After the restart the
+    recovery may settle rows 0-7; rows 20-23 were consistent: LBA 52-55 must read back from parity."""
+    spec = shelf("5", 4, [2048], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(9, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(2, "media-error", lba=20, count=4)
+    with dies_at_member_write(1), pytest.raises(_Killed):
+        write(c, 1, 0, pattern(10, 8 * 512))
+    abandon(c)
+    c = env.open(tmp_path, spec)
+    for lba in range(52, 56):
+        res = read(c, 1, lba, 1)
+        assert res.status == Status.GOOD, (lba, sense(res))
+        assert res.data == data[lba * 512 : (lba + 1) * 512], lba
