@@ -1145,6 +1145,7 @@ class Controller:
                 spare = self._usable_spare(arr)
                 if spare is None:
                     continue
+                self._slot_replaced(arr)
                 arr.members[slot] = spare
                 arr.cfg.members[slot] = spare.serial
                 spare.member_state = MemberState.REBUILDING
@@ -1158,6 +1159,13 @@ class Controller:
                 self._rebuild_started(arr, spare)
         self._refresh()
         self._commit()
+
+    def _slot_replaced(self, arr: ArrayRt) -> None:
+        """A failed member's slot goes to another drive: a failed unit that cannot be rebuilt
+        (RAID 0) has lost that drive's part for good and never re-enables by itself."""
+        for ld in self._extents(arr):
+            if ld.cfg.failed and ld.level is RaidLevel.RAID0:
+                ld.cfg.gone = True
 
     def _remake(self, arr: ArrayRt) -> None:
         """New RaidVolumes after a member slot changed hands."""
@@ -1191,6 +1199,7 @@ class Controller:
                     if d.state is MemberState.FAILED:
                         if drive.data_bytes < arr.cfg.member_bytes:
                             return
+                        self._slot_replaced(arr)
                         arr.members[slot] = drive
                         arr.cfg.members[slot] = drive.serial
                         drive.member_state = MemberState.REBUILDING
@@ -1222,7 +1231,7 @@ class Controller:
                 drive.rebuilt_to = 0
                 for ld in lds:  # the drive came back: re-enable the RAID 0 units it took down, whose data
                     # it holds unchanged; a failed redundant unit stays failed (its spare may hold nothing)
-                    if ld.cfg.failed and ld.level is RaidLevel.RAID0:
+                    if ld.cfg.failed and ld.level is RaidLevel.RAID0 and not ld.cfg.gone:
                         self._make_volume(ld)
                         if ld.volume.state() != "failed":
                             ld.cfg.failed = False

@@ -41,6 +41,7 @@ class LdConfig:
     num_blocks: int
     failed: bool = False  # sticky: data lost until deleted (or its drives come back)
     lost: list[list[int]] = field(default_factory=list)  # [first LBA, count]: unreconstructible blocks
+    gone: bool = False  # failed, and a drive it needs was replaced: it never comes back by itself
 
 
 @dataclass

@@ -218,6 +218,7 @@ def check_config(cfg: dict[str, Any], path: str = "config.",
         _need(ld, p, "base_offset", lambda q, v: _int(q, v, 0))
         _need(ld, p, "num_blocks", lambda q, v: _int(q, v, 1))
         _opt(ld, p, "failed", _bool)
+        _opt(ld, p, "gone", _bool)
         if "lost" in ld:
             for j, e in enumerate(_list(f"{p}lost", ld["lost"])):
                 _extent(f"{p}lost[{j}]", e)

@@ -8,7 +8,8 @@ Several logical drives share one array: each `RaidVolume` uses bytes
 [base_offset, base_offset + per_member_bytes) of every member's area.
 
 Lost blocks: a block whose content neither its member nor the redundancy can give (a media
-error on a survivor of a degraded row, both copies of a mirror unreadable) is lost. Reads name
+error on a survivor of a degraded row, both copies of a mirror unreadable) is lost. (RAID 0 has
+no redundancy to exceed: a media error there is the drive's, answered but not recorded.) Reads name
 every such block to `on_lost(lba, count)` and fail with UnrecoverableRead at the first one.
 Writes and rebuilds never stop at one: they settle the row (the unknown data chunks become
 zeros on every member that can be written, parity is recomputed over that), report the lost
@@ -202,6 +203,9 @@ class RaidVolume:
             parts = self._read_parity(off, length)
         else:
             parts = [self._read_copies(pc) for pc in self._coalesced(off, length)]
+        if self.level is RaidLevel.RAID0:  # no redundancy was exceeded: the drive's own error, not a loss
+            lbas, self._lost_lbas = self._lost_lbas, []
+            return (parts[0] if len(parts) == 1 else b"".join(parts)), min(lbas, default=None)
         first = self._report_lost()
         return (parts[0] if len(parts) == 1 else b"".join(parts)), first
 

@@ -261,3 +261,23 @@ def test_recovery_of_an_interrupted_write_loses_nothing_outside_its_rows(env: Cl
         res = read(c, 1, lba, 1)
         assert res.status == Status.GOOD, (lba, sense(res))
         assert res.data == data[lba * 512 : (lba + 1) * 512], lba
+
+
+def test_a_failed_raid0_unit_does_not_come_back_on_a_blank_replacement(env: Clocked, tmp_path: Path) -> None:
+    """RAID 0 over 2 drives. Bay 1 fails: the unit fails. A new drive goes into bay 1 (it takes
+    the slot; RAID 0 has nothing to rebuild it from). That drive is pulled and put back: the
+    unit must not come back serving the blank drive's zeros as data."""
+    spec = shelf("0", 2, [2048], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(11, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(1, "fail")
+    c.fault_disk(1, "insert", new=True)
+    run_idle(c, env.clock)
+    c.fault_disk(1, "pull")
+    c.fault_disk(1, "insert")
+    for lba in range(0, 4096, 256):
+        res = read(c, 1, lba, 256)
+        if res.status == Status.GOOD:
+            assert res.data == data[lba * 512 : (lba + 256) * 512], f"LBA {lba}: wrong data with GOOD"
