@@ -111,12 +111,7 @@ def resync_region(vol: RaidVolume, offset: int, length: int) -> None:
             row = vol._gather_row(s, roles, a, b)
         except RowLost:
             raise UnrecoverableRead(vol._lba(s, 0, a)) from None
-        names = [name for name, m in (("p", roles.p), ("q", roles.q)) if m is not None and vol._writable(m)]
-        values = vol._parity_of(row, names) if names else {}
-        for name in names:
-            m = roles.p if name == "p" else roles.q
-            assert m is not None
-            vol._write_member(m, moff, values[name])
+        vol._write_parity(roles, moff, row)
 
 
 def resync_untrusted(vol: RaidVolume, offset: int, length: int) -> None:
@@ -134,12 +129,7 @@ def resync_untrusted(vol: RaidVolume, offset: int, length: int) -> None:
         full, lost = vol._settled_row(s, roles, a, b, lambda m, pm=parity_members: m not in pm)  # type: ignore[misc]
         moff = s * vol.stripe_unit + a
         if vol._parity:
-            names = [name for name, m in (("p", roles.p), ("q", roles.q)) if m is not None and vol._writable(m)]
-            values = vol._parity_of(full, names) if names else {}
-            for name in names:
-                pm = roles.p if name == "p" else roles.q
-                assert pm is not None
-                vol._write_member(pm, moff, values[name])
+            vol._write_parity(roles, moff, full)
         else:
             for j, holders in enumerate(roles.data):
                 for c in holders:

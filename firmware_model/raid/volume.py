@@ -413,13 +413,18 @@ class RaidVolume:
         if not self._parity or not with_parity:
             return
         for o in sorted({o for _, o in lost}):
-            row = [bytes(c[o - a:o - a + bs]) for c in full]
-            names = [name for name, m in (("p", roles.p), ("q", roles.q)) if m is not None and self._writable(m)]
-            values = self._parity_of(row, names)
-            for name in names:
-                pm = roles.p if name == "p" else roles.q
-                assert pm is not None
-                self._write_member(pm, base + o, values[name])
+            self._write_parity(roles, base + o, [bytes(c[o - a:o - a + bs]) for c in full])
+
+    def _write_parity(self, roles: StripeRoles, moff: int, row: Sequence[parity.Buffer]) -> None:
+        """P (and Q) of the data chunks `row`, written to the parity members that can be written."""
+        names = [name for name, m in (("p", roles.p), ("q", roles.q)) if m is not None and self._writable(m)]
+        if not names:
+            return
+        values = self._parity_of(row, names)
+        for name in names:
+            pm = roles.p if name == "p" else roles.q
+            assert pm is not None
+            self._write_member(pm, moff, values[name])
 
     def _gather_row(self, stripe: int, roles: StripeRoles, a: int, b: int,
                     cache: dict[int, tuple[int, bytes]] | None = None,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from firmware_model.clock import VirtualClock
 from firmware_model.controller import ArraySpec, Controller, LogicalDriveSpec, ShelfSpec
+from firmware_model.enclosure import Drive
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
 
 MIB = 1 << 20
@@ -123,3 +127,38 @@ def disk(c: Controller, bay: int) -> dict:
 
 def codes(c: Controller) -> list[str]:
     return [str(e["code"]) for e in c.events()]
+
+
+class KillNow(BaseException):
+    """kill -9 at this member write: a BaseException, which nothing in the firmware catches."""
+
+
+@contextmanager
+def dies_at_member_write(n: int) -> Iterator[None]:
+    """Member writes after the first `n` (firmware_model.enclosure.Drive.write) kill the process."""
+    real = Drive.write
+    count = [0]
+
+    def write_or_die(self: Drive, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if count[0] >= n:
+            raise KillNow
+        count[0] += 1
+        real(self, offset, data)
+
+    Drive.write = write_or_die  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Drive.write = real  # type: ignore[method-assign]
+
+
+def abandon(c: Controller) -> None:
+    """What kill -9 leaves: descriptors closed and the cache unmapped; nothing written or flushed."""
+    for d in [*c.enclosure.bays.values(), *c.enclosure.aside.values()]:
+        if d is not None and d.fd is not None:
+            os.close(d.fd)
+            d.fd = None
+    c.cache._unmap()
+    c.intents.close()
+    c.member_journal.close()
+    c._closed = True

@@ -30,6 +30,14 @@ def filled(tmp_path: Path) -> tuple[Clocked, Controller]:
     return k, c
 
 
+def next_step(c: Controller, k: Clocked) -> None:
+    """Move the virtual clock to the next background deadline and run what is due."""
+    d = c.next_deadline()
+    assert d is not None
+    k.clock.advance(max(0.0, d - k.clock.now()))
+    c.advance(k.clock.now())
+
+
 def all_good(c: Controller, data: dict[int, bytes] | None = None) -> bool:
     c.cache.drop_clean()
     for lba in range(0, 8 * MIB // 512, 128):
@@ -84,10 +92,7 @@ def test_fault_tolerance_never_drops_during_copy_back(tmp_path: Path) -> None:
         data[lba] = bytes([steps % 251 + 1]) * len(PAT)
         assert write(c, 1, lba, data[lba]).status == 0  # host writes during copy-back reach both
         c.flush()
-        d = c.next_deadline()
-        assert d is not None
-        k.clock.advance(max(0.0, d - k.clock.now()))
-        c.advance(k.clock.now())
+        next_step(c, k)
         steps += 1
         assert steps < 1000
     assert steps > 2
@@ -104,10 +109,7 @@ def test_a_restart_during_copy_back_resumes_it(tmp_path: Path) -> None:
     c.set_rebuild_priority("low")
     c.fault_disk(1, "insert")
     for _ in range(3):
-        d = c.next_deadline()
-        assert d is not None
-        k.clock.advance(max(0.0, d - k.clock.now()))
-        c.advance(k.clock.now())
+        next_step(c, k)
     assert write(c, 1, 0, b"\x77" * len(PAT)).status == 0
     c.close()
     c = k.open(tmp_path)
@@ -126,10 +128,7 @@ def test_the_spare_failing_during_copy_back_turns_it_into_a_rebuild(tmp_path: Pa
     run_idle(c, k.clock)
     c.set_rebuild_priority("low")
     c.fault_disk(1, "insert")
-    d = c.next_deadline()
-    assert d is not None
-    k.clock.advance(max(0.0, d - k.clock.now()))
-    c.advance(k.clock.now())
+    next_step(c, k)
     c.fault_disk(7, "fail")
     assert unit(c)["state"] == "rebuilding"
     run_idle(c, k.clock)

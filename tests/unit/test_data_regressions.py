@@ -10,52 +10,25 @@ nothing in the firmware catches.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from firmware_model.cache import CacheSettings
 from firmware_model.controller import ArraySpec, Controller, LogicalDriveSpec, ShelfSpec
-from firmware_model.enclosure import Drive
 from firmware_model.scsi.types import Status
-from tests.unit.shelf_helpers import MIB, Clocked, pattern, read, run_idle, sense, write
-
-
-class _Killed(BaseException):
-    pass
-
-
-@contextmanager
-def dies_at_member_write(n: int) -> Iterator[None]:
-    """Member writes after the first `n` raise _Killed (the process dies there)."""
-    real = Drive.write
-    count = [0]
-
-    def dying(self: Drive, offset: int, data: Any) -> None:
-        if count[0] >= n:
-            raise _Killed
-        count[0] += 1
-        real(self, offset, data)
-
-    Drive.write = dying  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Drive.write = real  # type: ignore[method-assign]
-
-
-def abandon(c: Controller) -> None:
-    """kill -9: close the descriptors and the cache mapping; write and flush nothing."""
-    for d in [*c.enclosure.bays.values(), *c.enclosure.aside.values()]:
-        if d is not None and d.fd is not None:
-            os.close(d.fd)
-            d.fd = None
-    c.cache._unmap()
-    c._closed = True
+from tests.unit.shelf_helpers import (
+    MIB,
+    Clocked,
+    KillNow,
+    abandon,
+    dies_at_member_write,
+    pattern,
+    read,
+    run_idle,
+    sense,
+    write,
+)
 
 
 def shelf(level: str, members: int, lds_kib: list[int], stripe_kib: int = 16, drives: int | None = None,
@@ -102,7 +75,7 @@ def test_expansion_step_killed_and_replayed_moves_every_block(env: Clocked, tmp_
     for lba in range(0, 4096, 512):
         assert write(c, 1, lba, data[lba * 512 : (lba + 512) * 512]).status == Status.GOOD
     c.expand_unit(1, [4])
-    with dies_at_member_write(0), pytest.raises(_Killed):
+    with dies_at_member_write(0), pytest.raises(KillNow):
         run_idle(c, env.clock)
     abandon(c)
     c = env.open(tmp_path, spec)
@@ -253,7 +226,7 @@ def test_recovery_of_an_interrupted_write_loses_nothing_outside_its_rows(env: Cl
     for lba in range(0, 4096, 1024):
         assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
     c.fault_disk(2, "media-error", lba=20, count=4)
-    with dies_at_member_write(1), pytest.raises(_Killed):
+    with dies_at_member_write(1), pytest.raises(KillNow):
         write(c, 1, 0, pattern(10, 8 * 512))
     abandon(c)
     c = env.open(tmp_path, spec)

@@ -4,55 +4,16 @@ the data, so a drive failure afterwards still reconstructs every acknowledged bl
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from firmware_model.controller import ArraySpec, Controller, LogicalDriveSpec
-from firmware_model.enclosure import Drive
 
-from .shelf_helpers import MIB, Clocked, execute, run_idle, small_spec, write
+from .shelf_helpers import MIB, Clocked, KillNow, abandon, dies_at_member_write, execute, run_idle, small_spec, write
 
 LEVELS = [("5", [3, 4, 5, 6]), ("ADG", [3, 4, 5, 6, 8]), ("1", [3, 4]), ("10", [3, 4, 5, 6])]
-
-
-class KillNow(BaseException):
-    """The process dies here: nothing in the firmware catches a BaseException."""
-
-
-@contextmanager
-def die_at_member_write(n: int) -> Iterator[None]:
-    """Member write number n+1 kills the process before it lands."""
-    real = Drive.write
-    count = [0]
-
-    def write_or_die(self: Drive, offset: int, data: bytes | bytearray | memoryview) -> None:
-        if count[0] >= n:
-            raise KillNow
-        count[0] += 1
-        real(self, offset, data)
-
-    Drive.write = write_or_die  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Drive.write = real  # type: ignore[method-assign]
-
-
-def abandon(c: Controller) -> None:
-    """What kill -9 leaves: descriptors closed, nothing flushed or written."""
-    for d in [*c.enclosure.present(), *c.enclosure.aside.values()]:
-        if d.fd is not None:
-            os.close(d.fd)
-            d.fd = None
-    c.cache._unmap()
-    c.intents.close()
-    c.member_journal.close()
-    c._closed = True
 
 
 def read(c: Controller, lba: int, n: int) -> bytes:
@@ -85,7 +46,7 @@ def test_a_kill_between_data_and_parity_then_a_drive_failure_loses_nothing(
             c.set_cache(enabled=False)
         new = b"\xee" * 512
         try:
-            with die_at_member_write(kill_after):
+            with dies_at_member_write(kill_after):
                 # one block of stripe 0: a data member, then P (and Q); die in between
                 assert write(c, 2, 5, new).status == 0
                 c.flush()  # with the write-back cache, the destage dies instead
@@ -124,7 +85,7 @@ def test_a_kill_during_a_degraded_write_replays_the_journal(tmp_path: Path) -> N
     j = next(j for j, h in enumerate(lay.roles(s).data) if h[0] != 3)
     lba = lay.logical_offset(s, j) // 512  # its row also holds data of the failed member
     new = b"\xdd" * 512
-    with die_at_member_write(1), pytest.raises(KillNow):
+    with dies_at_member_write(1), pytest.raises(KillNow):
         write(c, 2, lba, new)
     abandon(c)
     c = k.open(tmp_path)
