@@ -8,8 +8,9 @@ Several logical drives share one array: each `RaidVolume` uses bytes
 [base_offset, base_offset + per_member_bytes) of every member's area.
 
 Lost blocks: a block whose content neither its member nor the redundancy can give (a media
-error on a survivor of a degraded row, both copies of a mirror unreadable) is lost. (RAID 0 has
-no redundancy to exceed: a media error there is the drive's, answered but not recorded.) Reads name
+error on a survivor of a degraded row, both copies of a mirror unreadable) is lost. (A RAID 0
+read has no redundancy to exceed: a media error there is the drive's, answered but not recorded;
+data moved by an expansion that cannot be read is lost at any level.) Reads name
 every such block to `on_lost(lba, count)` and fail with UnrecoverableRead at the first one.
 Writes and rebuilds never stop at one: they settle the row (the unknown data chunks become
 zeros on every member that can be written, parity is recomputed over that), report the lost
@@ -183,17 +184,20 @@ class RaidVolume:
     # ---- BlockVolume ----------------------------------------------------------------------
 
     def read(self, lba: int, count: int) -> bytes:
-        data, first = self._read_all(lba, count)
+        # RAID 0 has no redundancy to exceed: a media error there is the drive's, answered but not
+        # recorded as lost (the block reads again when the fault is gone)
+        data, first = self._read_all(lba, count, record=self.level is not RaidLevel.RAID0)
         if first is not None:
             raise UnrecoverableRead(first)
         return data
 
     def read_salvaged(self, lba: int, count: int) -> bytes:
         """Like read, but lost blocks come back as zeros (reported to `on_lost`) instead of an
-        error: for moving data (expansion), where the owner keeps the lost list."""
-        return self._read_all(lba, count)[0]
+        error: for moving data (expansion), where the owner keeps the lost list. What cannot be
+        read is lost at any level here: the moved copy holds zeros."""
+        return self._read_all(lba, count, record=True)[0]
 
-    def _read_all(self, lba: int, count: int) -> tuple[bytes, int | None]:
+    def _read_all(self, lba: int, count: int, record: bool) -> tuple[bytes, int | None]:
         off, length = self._span(lba, count)
         if not length:
             return b"", None
@@ -203,7 +207,7 @@ class RaidVolume:
             parts = self._read_parity(off, length)
         else:
             parts = [self._read_copies(pc) for pc in self._coalesced(off, length)]
-        if self.level is RaidLevel.RAID0:  # no redundancy was exceeded: the drive's own error, not a loss
+        if not record:
             lbas, self._lost_lbas = self._lost_lbas, []
             return (parts[0] if len(parts) == 1 else b"".join(parts)), min(lbas, default=None)
         first = self._report_lost()

@@ -254,3 +254,32 @@ def test_a_failed_raid0_unit_does_not_come_back_on_a_blank_replacement(env: Cloc
         res = read(c, 1, lba, 256)
         if res.status == Status.GOOD:
             assert res.data == data[lba * 512 : (lba + 256) * 512], f"LBA {lba}: wrong data with GOOD"
+
+
+def test_raid0_expansion_over_a_media_error_records_the_block_it_could_not_move(env: Clocked,
+                                                                                tmp_path: Path) -> None:
+    """Found by scripts/check-model: RAID 0 over 2 drives expanded onto a third while a member
+    has a media error under written data. The expansion cannot read that block: the new layout
+    holds zeros there, so it must answer MEDIUM ERROR (it read zeros with GOOD status)."""
+    spec = shelf("0", 2, [2048], stripe_kib=256, cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(12, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(2, "media-error", lba=517, count=1)  # member 1, stripe 1, 5 blocks in: LBA 2 * 512 + 512 + 5
+    c.expand_unit(1, [3])
+    run_idle(c, env.clock)
+    c.fault_disk(2, "clear")
+    for lba in range(0, 4096, 64):
+        res = read(c, 1, lba, 64)
+        if res.status == Status.GOOD:
+            assert res.data == data[lba * 512 : (lba + 64) * 512], lba
+            continue
+        assert sense(res) == (3, 0x11, 0)
+        for b in range(lba, lba + 64):
+            r = read(c, 1, b, 1)
+            if r.status == Status.GOOD:
+                assert r.data == data[b * 512 : (b + 1) * 512], b
+            else:
+                assert b == 1541, b
+    assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 1
