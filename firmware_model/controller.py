@@ -90,7 +90,7 @@ from .scsi.identity import TargetIdentity, naa5
 from .scsi.sbc import BlockUnit
 from .scsi.target import ScsiTarget
 from .scsi.units import ControllerUnit
-from .write_journal import IntentLog, MemberJournal
+from .write_journal import NEW_LAYOUT, NO_ROW, IntentLog, MemberJournal
 
 PORT_COUNT = 2
 BLOCK_SIZE = 512
@@ -420,6 +420,7 @@ class LdVolume:
             raise unit_offline_sense()
         intents = self.ctrl.intents
         slot = intents.begin(ld.cfg.lun, lba, len(data) // BLOCK_SIZE)  # before any member is touched
+        self.ctrl._intent_slot = slot
         try:
             if ld.new_volume is not None and lba < ld.moved_blocks:
                 count = len(data) // BLOCK_SIZE
@@ -431,9 +432,12 @@ class LdVolume:
             else:
                 ld.volume.write(lba, data)
         except (UnrecoverableRead, VolumeFailed, DriveError) as exc:
+            self.ctrl._intent_slot = -1
             self.ctrl._resync_after(ld, lba, len(data) // BLOCK_SIZE)  # what the write left half done
             intents.end(slot)
             raise self._sense_for(exc) from None
+        finally:
+            self.ctrl._intent_slot = -1
         # any other failure (the drive images' file system full...) keeps its record: the rows it
         # may have left half written are made consistent at the next start
         intents.end(slot)
@@ -559,6 +563,7 @@ class Controller:
         self.log = EventLog(self.state_dir / EVENTS_FILE, self.clock, wall or time.time, subscriber=on_event)
         self.nvram_path = self.state_dir / NVRAM_FILE
         self.enclosure = Enclosure(self.state_dir)
+        self.enclosure.on_remap = self._media_remapped
         self.arrays: dict[str, ArrayRt] = {}
         self.lds: dict[int, LogicalDrive] = {}
         self.cfg: ShelfConfig
@@ -567,6 +572,7 @@ class Controller:
         self._steps_since_save = 0
         self._pending_member_errors: list[_MemberErr] = []
         self._lost_pending: list[tuple[int, int, int]] = []  # (lun, lba, count) not yet in the event log
+        self._intent_slot = -1  # the write-intent record of the host write under way
         self._closed = False
         nvram = self._load_nvram()
         # Recovery Server Option: settings and fence from NVRAM, wired to the log and the ALUA gate.
@@ -832,11 +838,18 @@ class Controller:
             self.member_journal.clear()
             replayed.add(lun)
         intents = self.intents.pending()
-        for lun, lba, count in intents:
+        for lun, lba, count, row in intents:
             ld = self.lds.get(lun)
             if ld is None or ld.cfg.failed or lun in replayed or lba + count > ld.cfg.num_blocks:
                 continue
-            self._resync_after(ld, lba, count)
+            if row == NO_ROW:
+                continue  # it had touched no member: its rows hold what they held
+            if row is None:
+                self._resync_after(ld, lba, count)  # how far it got is unknown: all its rows
+                continue
+            start, end = row[0] & ~NEW_LAYOUT, row[1]
+            vol = ld.new_volume if row[0] & NEW_LAYOUT and ld.new_volume is not None else ld.volume
+            self._resync_rows(vol, ld, [(start - vol.base_offset, end - vol.base_offset)])
         self.intents.clear()
         if journal is not None or intents:
             self.log.emit(EventCode.WRITES_RECOVERED,
@@ -853,7 +866,6 @@ class Controller:
             split = min(lba + count, ld.moved_blocks)
             parts = [(ld.new_volume, lba, split - lba)] + ([(ld.volume, split, lba + count - split)]
                                                            if split < lba + count else [])
-        copy_target = self.arrays[ld.cfg.array].copy_target
         for vol, a, n in parts:
             # exactly the member rows the write touched (a row elsewhere keeps its trusted parity)
             rows: list[list[int]] = []
@@ -862,13 +874,20 @@ class Controller:
                     rows[-1][1] = max(rows[-1][1], pc.member_offset + pc.length)
                 else:
                     rows.append([pc.member_offset, pc.member_offset + pc.length])
-            for lo, hi in rows:
-                try:
-                    resync_untrusted(vol, lo, hi - lo)
-                except (VolumeFailed, DriveError):
-                    break  # the unit has failed: nothing to keep consistent
-                if copy_target is not None:  # the spare and its copy may disagree there: copy again
-                    copy_target.rebuilt_to = min(copy_target.rebuilt_to, vol.base_offset + lo)
+            self._resync_rows(vol, ld, [(lo, hi) for lo, hi in rows])
+
+    def _resync_rows(self, vol: RaidVolume, ld: LogicalDrive, rows: list[tuple[int, int]]) -> None:
+        """Recompute the redundancy of extent rows [lo, hi) of `vol` from their data alone."""
+        copy_target = self.arrays[ld.cfg.array].copy_target
+        for lo, hi in rows:
+            if not 0 <= lo < hi <= vol.per_member_bytes:
+                continue
+            try:
+                resync_untrusted(vol, lo, hi - lo)
+            except (VolumeFailed, DriveError):
+                break  # the unit has failed: nothing to keep consistent
+            if copy_target is not None:  # the spare and its copy may disagree there: copy again
+                copy_target.rebuilt_to = min(copy_target.rebuilt_to, vol.base_offset + lo)
 
     # ============================================================ volumes and units
     def _make_volume(self, ld: LogicalDrive) -> None:
@@ -902,6 +921,7 @@ class Controller:
         vol = RaidVolume(level, members, ld.stripe_unit, ld.cfg.num_blocks,  # type: ignore[arg-type]
                          BLOCK_SIZE, base, on_member_error=on_error, on_lost=on_lost)
         vol.journal = _JournalView(self.member_journal, ld.cfg.lun, members)
+        vol.on_row = lambda start, end: self.intents.row(self._intent_slot, start, end, vol is ld.new_volume)
         return vol
 
     def _attach_unit(self, ld: LogicalDrive) -> None:
@@ -1113,6 +1133,12 @@ class Controller:
             self._save_nvram()
         if self._pending_member_errors:
             self._handle_member_errors()
+
+    def _media_remapped(self, drive: Drive) -> None:
+        """A write remapped media errors of a drive: keep the smaller fault list now, before the
+        data lands, or a restart would bring the error back over the new data."""
+        if not self._closed and hasattr(self, "cfg"):
+            self._save_nvram()
 
     def _lost_healed(self, ld: LogicalDrive, lba: int, count: int) -> None:
         healed = ld.lost.heal(lba, count)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -89,6 +90,9 @@ class Drive:
         self.blank = False  # no configuration record was found on it
         # copy-back: the drive that replaces this (spare) member receives every write it receives
         self.copy_to: Drive | None = None
+        # told when a write remaps media errors, before the data lands: the owner keeps the
+        # fault list durable (a remap is permanent on a real drive)
+        self.on_remap: Callable[[Drive], None] | None = None
         self.copy_broken = False  # as a copy-back target: a forwarded write failed
 
     # ------------------------------------------------------------ lifecycle
@@ -175,7 +179,10 @@ class Drive:
                 keep.append(MediaError(err.offset, offset - err.offset))
             if e_end > end:
                 keep.append(MediaError(end, e_end - end))
-        self.media_errors = keep
+        if len(keep) != len(self.media_errors) or keep != self.media_errors:
+            self.media_errors = keep
+            if self.on_remap is not None:
+                self.on_remap(self)
 
     # ------------------------------------------------------- sparse helpers
     def has_data(self, offset: int, length: int) -> bool:
@@ -269,6 +276,11 @@ class Enclosure:
         self.psus = [ComponentState.OK] * PSU_COUNT
         self.fans = [ComponentState.OK] * FAN_COUNT
         self.temperature_c = 24.0
+        self.on_remap: Callable[[Drive], None] | None = None  # handed to every drive it opens
+
+    def _remapped(self, drive: Drive) -> None:
+        if self.on_remap is not None:
+            self.on_remap(drive)
 
     # ------------------------------------------------------------- discovery
     def scan(self) -> list[Drive]:
@@ -281,6 +293,7 @@ class Enclosure:
                 if not 1 <= bay <= BAY_COUNT:
                     continue
                 drive = Drive(path, "", 0, path.stat().st_size)
+                drive.on_remap = self._remapped
                 drive.open(path)
                 rec = drive.read_record()
                 if rec is not None:
@@ -296,6 +309,7 @@ class Enclosure:
                 rec = read_identity(path)
                 serial = m.group(2)
                 drive = Drive(path, serial, rec.wwid if rec else 0, path.stat().st_size)
+                drive.on_remap = self._remapped
                 drive.last_bay = int(m.group(1))
                 if rec is None:
                     drive.blank = True
@@ -334,6 +348,7 @@ class Enclosure:
         if path.exists():
             path.unlink()
         drive = Drive(path, serial, wwid, size_bytes)
+        drive.on_remap = self._remapped
         drive.open(path)
         drive.blank = True
         drive.bay = bay

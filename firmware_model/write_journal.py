@@ -6,9 +6,12 @@ were acknowledged long ago. The MSA500's battery-backed cache closes it on the p
 
 - `IntentLog` (`write-intent.bin`, a small file mapped into memory, so a store survives kill -9
   the moment it retires): every logical-drive write records (LUN, LBA, count) before it touches
-  a member and clears the record when done. At start, the rows of a recorded write get their
-  redundancy recomputed from the data (P/Q, or the mirror copies from the first one), which is
-  right whichever of the old or new data each member holds: the write was never acknowledged.
+  a member, then, before the first member write of each row, that row's member byte range (rows
+  before it are complete, rows after it untouched), and clears the record when done. At start,
+  the row a write was in gets its redundancy recomputed from the data (P/Q, or the mirror copies
+  from the first one), which is right whichever of the old or new data each member holds: the
+  write was never acknowledged. No row recorded: nothing was written. A torn row record: every
+  row of the write is recomputed.
 - `MemberJournal` (`member-journal.bin`): while a parity volume is degraded its parity cannot be
   recomputed from the data (a data chunk exists only as parity), so the member writes of such an
   operation are written here in full first, then applied; at start a complete journal is applied
@@ -29,7 +32,12 @@ INTENT_FILE = "write-intent.bin"
 JOURNAL_FILE = "member-journal.bin"
 SLOTS = 64
 _REC = struct.Struct("<QQII")  # seq, lba, lun, count; then u32 crc, 4 bytes zero
-REC_BYTES = 32
+_ROW = struct.Struct("<QQI")  # at byte 32: row start, row end (member data-area bytes), crc
+REC_BYTES = 64
+ROW_AT = 32
+NEW_LAYOUT = 1 << 63  # in a row's start: the row is in the new layout of an expanding logical drive
+NO_ROW = (0, 0)  # the write touched no member yet
+ANY_ROW = None  # the row record is torn: any row of the write
 _JHDR = struct.Struct("<8sIIQI")  # magic, lun, entries, body bytes, body crc; then u32 header crc
 JHDR_BYTES = 32
 _JENT = struct.Struct("<16sQI")  # drive serial, offset into its data area, length
@@ -51,8 +59,10 @@ class IntentLog:
         self._free = list(range(SLOTS - 1, -1, -1))
         self._seq = 0
 
-    def pending(self) -> list[tuple[int, int, int]]:
-        """(LUN, LBA, count) of every write that was under way when the process stopped."""
+    def pending(self) -> list[tuple[int, int, int, tuple[int, int] | None]]:
+        """(LUN, LBA, count, row) of every write that was under way when the process stopped;
+        row: the member byte range it was writing (start | NEW_LAYOUT in an expanding logical
+        drive's new layout), NO_ROW, or ANY_ROW (None) when unknown."""
         mm = self._mm
         assert mm is not None
         out = []
@@ -61,7 +71,9 @@ class IntentLog:
             seq, lba, lun, count = _REC.unpack(raw)
             (crc,) = struct.unpack_from("<I", mm, i * REC_BYTES + 24)
             if seq and crc == crc32c.crc32c(raw):
-                out.append((lun, lba, count))
+                lo, hi, rcrc = _ROW.unpack_from(mm, i * REC_BYTES + ROW_AT)
+                row = (lo, hi) if rcrc == crc32c.crc32c(struct.pack("<QQQ", seq, lo, hi)) else ANY_ROW
+                out.append((lun, lba, count, row))
                 self._seq = max(self._seq, seq)
         return out
 
@@ -81,8 +93,22 @@ class IntentLog:
         slot = self._free.pop()
         self._seq += 1
         raw = _REC.pack(self._seq, lba, lun, count)
-        mm[slot * REC_BYTES : slot * REC_BYTES + REC_BYTES] = raw + struct.pack("<I", crc32c.crc32c(raw)) + bytes(4)
+        base = slot * REC_BYTES
+        mm[base : base + ROW_AT] = raw + struct.pack("<I", crc32c.crc32c(raw)) + bytes(4)
+        self._row(slot, *NO_ROW)
         return slot
+
+    def row(self, slot: int, start: int, end: int, new_layout: bool = False) -> None:
+        """The write of `slot` is about to write member bytes [start, end) of one row."""
+        if slot >= 0:
+            self._row(slot, start | (NEW_LAYOUT if new_layout else 0), end)
+
+    def _row(self, slot: int, start: int, end: int) -> None:
+        mm = self._mm
+        assert mm is not None
+        base = slot * REC_BYTES
+        (seq,) = struct.unpack_from("<Q", mm, base)
+        _ROW.pack_into(mm, base + ROW_AT, start, end, crc32c.crc32c(struct.pack("<QQQ", seq, start, end)))
 
     def end(self, slot: int) -> None:
         mm = self._mm

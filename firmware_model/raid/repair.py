@@ -127,6 +127,8 @@ def resync_untrusted(vol: RaidVolume, offset: int, length: int) -> None:
         roles = vol.layout.roles(s)
         parity_members = frozenset(m for m in (roles.p, roles.q) if m is not None)
         full, lost = vol._settled_row(s, roles, a, b, lambda m, pm=parity_members: m not in pm)  # type: ignore[misc]
+        if lost and roles.q is not None:
+            lost = _proven_by_q(vol, s, roles, a, full, lost)
         moff = s * vol.stripe_unit + a
         if vol._parity:
             vol._write_parity(roles, moff, full)
@@ -137,6 +139,30 @@ def resync_untrusted(vol: RaidVolume, offset: int, length: int) -> None:
                         vol._write_member(c, moff, bytes(full[j]))
         vol._settle(s, roles, a, lost, full, with_parity=False)
     vol._report_lost()
+
+
+def _proven_by_q(vol: RaidVolume, stripe: int, roles: StripeRoles, a: int, full: list[bytearray],
+                 lost: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """ADG after an interrupted write: a block row with one unreadable data chunk is solved from P
+    and kept only if Q agrees (a half-written row cannot satisfy both); the rest stays lost."""
+    bs = vol.block_size
+    by_row: dict[int, list[int]] = {}
+    for j, o in lost:
+        by_row.setdefault(o, []).append(j)
+    still: list[tuple[int, int]] = []
+    for o, js in sorted(by_row.items()):
+        moff = stripe * vol.stripe_unit + o
+        p = vol._try_read(roles.p, moff, bs) if len(js) == 1 else None
+        q = vol._try_read(roles.q, moff, bs) if p is not None else None
+        if p is not None and q is not None:
+            cur: list[parity.Buffer | None] = [bytes(c[o - a:o - a + bs]) for c in full]
+            cur[js[0]] = None
+            solved = parity.recover(cur, p, None)
+            if parity.q_syndrome(solved) == q:
+                full[js[0]][o - a:o - a + bs] = solved[js[0]]
+                continue
+        still.extend((j, o) for j in js)
+    return still
 
 
 def restripe(old: RaidVolume, new: RaidVolume, start_lba: int, max_blocks: int) -> int:

@@ -82,6 +82,8 @@ class RaidVolume:
         self.on_member_error = on_member_error
         self.on_lost = on_lost
         self.journal: Journal | None = None
+        # told the member byte range of each row a write is about to touch (the write-intent log)
+        self.on_row: Callable[[int, int], None] | None = None
         self._deferred: list[MemberWrite] | None = None  # member writes held back for the journal
         self._lost_lbas: list[int] = []  # lost blocks found by the current operation
         self._parity = self.level not in MIRRORED and self.level is not RaidLevel.RAID0
@@ -477,6 +479,8 @@ class RaidVolume:
         if not self._parity:
             for pc in self._coalesced(off, len(mv)):
                 chunk = mv[pc.logical_offset - off:pc.logical_offset - off + pc.length]
+                if self.on_row is not None and self._deferred is None:
+                    self.on_row(self.base_offset + pc.member_offset, self.base_offset + pc.member_offset + pc.length)
                 wrote = False
                 for m in pc.members:
                     if self._writable(m) and self._write_member(m, pc.member_offset, chunk):
@@ -519,6 +523,8 @@ class RaidVolume:
         """
         n = b - a
         moff = stripe * self.stripe_unit + a
+        if self.on_row is not None and self._deferred is None:  # before any member write of the row
+            self.on_row(self.base_offset + moff, self.base_offset + moff + n)
         k = len(roles.data)
         dm = [h[0] for h in roles.data]
         covered = sorted(new)

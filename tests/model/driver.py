@@ -337,11 +337,16 @@ class Driver:
         self._apply(before, desc)
         result = None
         killed = False
+        dying: dict[int, Obs] = {}
         try:
             with self._killer(kill):
                 result = fn()
         except KillNow as exc:
             killed = True
+            # what the dying controller's members looked like, with the row the kill left torn:
+            # the restart's recovery may settle that row (remapping the media errors it meets)
+            # before the next observation could see it over budget
+            dying = self._observe() if not getattr(self.ctrl, "_closed", True) else {}
             self._died(exc, desc)
             if on_kill is not None:
                 on_kill()
@@ -357,6 +362,10 @@ class Driver:
             self.reopen()
             killed = True
         after = self._observe()
+        if killed:
+            for lun, obs in dying.items():
+                if lun in after:
+                    after[lun].risk |= obs.risk
         self.obs = after
         # a kill inside an operation is a fault too: it may leave a row torn (see Reference.weak)
         self._check_transition(before, after, desc, fault or killed)

@@ -134,13 +134,16 @@ class KillNow(BaseException):
 
 
 @contextmanager
-def dies_at_member_write(n: int) -> Iterator[None]:
-    """Member writes after the first `n` (firmware_model.enclosure.Drive.write) kill the process."""
+def dies_at_member_write(n: int, torn: int = 0) -> Iterator[None]:
+    """Member writes after the first `n` (firmware_model.enclosure.Drive.write) kill the process;
+    the first `torn` blocks of the fatal one land first."""
     real = Drive.write
     count = [0]
 
     def write_or_die(self: Drive, offset: int, data: bytes | bytearray | memoryview) -> None:
         if count[0] >= n:
+            if torn:
+                real(self, offset, memoryview(data).cast("B")[: torn * 512])
             raise KillNow
         count[0] += 1
         real(self, offset, data)

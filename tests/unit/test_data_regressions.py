@@ -283,3 +283,64 @@ def test_raid0_expansion_over_a_media_error_records_the_block_it_could_not_move(
             else:
                 assert b == 1541, b
     assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 1
+
+
+def test_a_write_killed_before_it_touched_a_drive_loses_nothing(env: Clocked, tmp_path: Path) -> None:
+    """Found by scripts/check-model: ADG over 4 drives, a media error under member row 16384 of
+    bay 1, a one-block write to that row killed before its first member write. The row was never
+    touched, so recovery must leave it alone (it recorded bay 1's block as lost: the write-intent
+    log did not say how far the write had got)."""
+    spec = shelf("ADG", 4, [4096], cache=False)
+    c = env.open(tmp_path, spec)
+    c.fault_disk(1, "media-error", lba=0, count=33)
+    with dies_at_member_write(0), pytest.raises(KillNow):
+        write(c, 1, 64, pattern(13, 512))
+    abandon(c)
+    c = env.open(tmp_path, spec)
+    assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 0
+    res = read(c, 1, 64, 1)
+    assert res.status == Status.GOOD and res.data == bytes(512)
+
+
+def test_recovery_resyncs_only_the_row_a_multi_row_write_was_in(env: Clocked, tmp_path: Path) -> None:
+    """RAID 5 over 4 drives, 16 KiB stripe: a 96 KiB write (two whole stripes) killed in its
+    second stripe, with a media error in the first stripe's rows on a member it wrote first.
+    The first stripe was written whole (consistent): nothing there may be lost."""
+    spec = shelf("5", 4, [4096], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(14, 8192 * 512)
+    for lba in range(0, 8192, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    new = pattern(15, 192 * 512)
+    with dies_at_member_write(5), pytest.raises(KillNow):  # stripe 0: 3 data + P done; dies in stripe 1
+        write(c, 1, 0, new)
+    abandon(c)
+    c = env.open(tmp_path, spec)
+    assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 0
+    got = read(c, 1, 0, 96)
+    assert got.status == Status.GOOD and got.data == new[: 96 * 512]  # stripe 0 landed whole
+    for bay in range(1, 5):  # and its parity agrees: any member gone, stripe 0 reads the same
+        c.cache.drop_clean()
+        c.fault_disk(bay, "pull")
+        assert read(c, 1, 0, 96).data == new[: 96 * 512], bay
+        c.fault_disk(bay, "insert")
+        run_idle(c, env.clock)
+
+
+def test_a_media_error_remapped_by_a_write_stays_remapped_after_a_kill(env: Clocked, tmp_path: Path) -> None:
+    """Found by scripts/check-model: a write over a media error remaps it (the drive reallocates
+    the blocks), but only in memory; killed before the write finished, the restart brought the
+    error back from NVRAM over the freshly written blocks, and the recovery of the torn row then
+    lost them. ADG over 4 drives expanded onto 2 more; bay 1's error under stripe 19."""
+    spec = shelf("ADG", 4, [4096], cache=False, drives=7)
+    c = env.open(tmp_path, spec)
+    c.expand_unit(1, [6, 7])
+    run_idle(c, env.clock)
+    c.fault_disk(1, "media-error", lba=361, count=256)
+    with dies_at_member_write(4, torn=19), pytest.raises(KillNow):
+        write(c, 1, 2400, pattern(16, 63 * 512))  # stripe 19's data 0 on bay 1, then P torn
+    abandon(c)
+    c = env.open(tmp_path, spec)
+    assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 0
+    res = read(c, 1, 2432, 31)
+    assert res.status == Status.GOOD
