@@ -917,6 +917,7 @@ class Controller:
         def on_lost(lba: int, count: int) -> None:
             if ld.lost.add(lba, count):
                 self._lost_pending.append((ld.cfg.lun, lba, count))
+                self._save_nvram()  # before the engine settles the blocks (see RaidVolume._settle)
 
         vol = RaidVolume(level, members, ld.stripe_unit, ld.cfg.num_blocks,  # type: ignore[arg-type]
                          BLOCK_SIZE, base, on_member_error=on_error, on_lost=on_lost)
@@ -1517,8 +1518,8 @@ class Controller:
                     try:
                         spare.write(o, spare.read(o, BLOCK_SIZE))
                     except DriveError:
+                        ld.volume.note_member_lost(slot, o - base, BLOCK_SIZE)  # recorded first
                         spare.write(o, bytes(BLOCK_SIZE))  # remaps; reaches the new drive too
-                        ld.volume.note_member_lost(slot, o - base, BLOCK_SIZE)
             if self._lost_pending:
                 self._lost_found(f"the copy-back onto drive {arr.copy_target.serial if arr.copy_target else '?'}")
 

@@ -78,9 +78,8 @@ def rebuild_region(vol: RaidVolume, member: int, offset: int, length: int) -> in
             vol._settle(s, roles, a, gone, full)
             continue
         vol.members[member].write(vol.base_offset + moff, buf)
-    lost_count = len(set(vol._lost_lbas))
     vol._report_lost()
-    return lost_count
+    return vol._lost_count
 
 def resync_region(vol: RaidVolume, offset: int, length: int) -> None:
     """Recompute the redundancy (P/Q, or mirror copies from the primary) of extent rows

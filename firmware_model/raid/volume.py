@@ -85,7 +85,8 @@ class RaidVolume:
         # told the member byte range of each row a write is about to touch (the write-intent log)
         self.on_row: Callable[[int, int], None] | None = None
         self._deferred: list[MemberWrite] | None = None  # member writes held back for the journal
-        self._lost_lbas: list[int] = []  # lost blocks found by the current operation
+        self._lost_lbas: list[int] = []  # lost blocks found by the current operation, not yet reported
+        self._lost_count = 0  # blocks settled as lost by the current operation
         self._parity = self.level not in MIRRORED and self.level is not RaidLevel.RAID0
         self._dropped: set[int] = set()  # members that failed a write in the current operation
 
@@ -254,6 +255,7 @@ class RaidVolume:
     def _begin(self) -> None:
         self._dropped = set()
         self._lost_lbas = []
+        self._lost_count = 0
 
     def _report_lost(self) -> int | None:
         """Hand the lost blocks found by this operation to the owner, as runs; the first LBA."""
@@ -411,8 +413,13 @@ class RaidVolume:
         (`with_parity`) bring P/Q of those blocks in line with the settled data `full`."""
         bs = self.block_size
         base = stripe * self.stripe_unit
+        # the owner records them before the zeros land: a write over a media error remaps it, and
+        # a kill after that must not leave the error gone and the loss unknown
+        settled = [x for x in (self._lba(stripe, j, o) for j, o in lost) if x < self._num_blocks]
+        self._lost_count += len(settled)
+        self._lost_lbas.extend(settled)
+        self._report_lost()
         for j, o in lost:
-            self._lost_lbas.append(self._lba(stripe, j, o))
             for m in roles.data[j]:
                 if self._writable(m):
                     self._write_member(m, base + o, bytes(bs))

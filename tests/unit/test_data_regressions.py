@@ -344,3 +344,34 @@ def test_a_media_error_remapped_by_a_write_stays_remapped_after_a_kill(env: Cloc
     assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 0
     res = read(c, 1, 2432, 31)
     assert res.status == Status.GOOD
+
+
+@pytest.mark.parametrize("kill_after", range(0, 6))
+def test_a_kill_inside_a_rebuild_settle_keeps_the_lost_marks(env: Clocked, tmp_path: Path, kill_after: int) -> None:
+    """A rebuild that settles an unrecoverable row writes zeros over the survivor's bad block
+    (remapping it, durably) and new parity. Killed between those writes, the restart must still
+    know the blocks are lost: nothing of that row may read back wrong with GOOD status."""
+    spec = shelf("5", 3, [2048], spares=[4], cache=False)
+    c = env.open(tmp_path, spec)
+    data = pattern(17, 4096 * 512)
+    for lba in range(0, 4096, 1024):
+        assert write(c, 1, lba, data[lba * 512 : (lba + 1024) * 512]).status == Status.GOOD
+    c.fault_disk(2, "media-error", lba=7, count=1)
+    c.fault_disk(1, "fail")  # the spare (bay 4) rebuilds; member row 7 of bay 2 is unreadable
+    try:
+        with dies_at_member_write(kill_after):
+            run_idle(c, env.clock)
+        c.close()
+    except KillNow:
+        abandon(c)
+    c = env.open(tmp_path, spec)
+    run_idle(c, env.clock)
+    for lba in range(0, 4096, 64):
+        res = read(c, 1, lba, 64)
+        if res.status == Status.GOOD:
+            assert res.data == data[lba * 512 : (lba + 64) * 512], f"LBA {lba}: wrong data with GOOD"
+            continue
+        for b in range(lba, lba + 64):
+            r = read(c, 1, b, 1)
+            if r.status == Status.GOOD:
+                assert r.data == data[b * 512 : (b + 1) * 512], f"LBA {b}: wrong data with GOOD"
