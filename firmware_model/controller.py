@@ -797,7 +797,8 @@ class Controller:
                     d.blank = False
                 if serial in cfg.rebuilding:
                     d.member_state = MemberState.REBUILDING
-                    d.rebuilt_to = cfg.rebuilding[serial]
+                    # NVRAM is written every few steps; the mapped watermark after every one
+                    d.rebuilt_to = max(cfg.rebuilding[serial], self.intents.mark(serial) or 0)
                 if d.bay is not None and d.bay != acfg.home_bays[i]:
                     self.log.emit(EventCode.DRIVE_MOVED,
                                   f"drive {serial} of array {acfg.name} found in bay {d.bay} "
@@ -817,7 +818,8 @@ class Controller:
                 slot = arr.cfg.copyback_slot
                 if (target is not None and target.present and not target.failed and 0 <= slot < len(arr.members)
                         and arr.members[slot].serial in arr.cfg.spares):
-                    self._begin_copyback(arr, slot, target, cfg.rebuilding.get(target.serial, 0))
+                    self._begin_copyback(arr, slot, target, max(cfg.rebuilding.get(target.serial, 0),
+                                                                self.intents.mark(target.serial) or 0))
                 else:
                     arr.cfg.copyback, arr.cfg.copyback_slot = "", -1
 
@@ -888,6 +890,7 @@ class Controller:
                 break  # the unit has failed: nothing to keep consistent
             if copy_target is not None:  # the spare and its copy may disagree there: copy again
                 copy_target.rebuilt_to = min(copy_target.rebuilt_to, vol.base_offset + lo)
+                self.intents.set_mark(copy_target.serial, copy_target.rebuilt_to)
 
     # ============================================================ volumes and units
     def _make_volume(self, ld: LogicalDrive) -> None:
@@ -1201,6 +1204,7 @@ class Controller:
 
     def _rebuild_started(self, arr: ArrayRt, drive: Drive) -> None:
         arr.rebuild_pct = 0
+        self.intents.set_mark(drive.serial, drive.rebuilt_to)
         self.log.emit(EventCode.REBUILD_STARTED,
                       f"array {arr.name}: rebuilding onto drive {drive.serial} in bay {drive.bay}",
                       bay=drive.bay, array=arr.name)
@@ -1378,6 +1382,7 @@ class Controller:
                 self._drive_lost(drive)
                 return
         drive.rebuilt_to = pos + n
+        self.intents.set_mark(drive.serial, drive.rebuilt_to)
         self._steps_since_save += 1
         pct = min(99, drive.rebuilt_to * 100 // max(1, end)) // 10 * 10
         if pct > arr.rebuild_pct and drive.rebuilt_to < end:
@@ -1390,6 +1395,7 @@ class Controller:
             self._rebuild_done(arr, drive)
 
     def _rebuild_done(self, arr: ArrayRt, drive: Drive) -> None:
+        self.intents.drop_mark(drive.serial)
         drive.member_state = MemberState.OK
         drive.rebuilt_to = 0
         arr.rebuild_pct = -1
@@ -1435,6 +1441,7 @@ class Controller:
         arr.cfg.copyback, arr.cfg.copyback_slot = drive.serial, slot
         drive.member_state = MemberState.REBUILDING
         drive.rebuilt_to = watermark
+        self.intents.set_mark(drive.serial, watermark)
         drive.copy_broken = False
         arr.members[slot].copy_to = drive  # from now on every write to the spare reaches the new drive too
         arr.rebuild_pct = -1
@@ -1449,6 +1456,7 @@ class Controller:
         arr.copy_target = None
         arr.cfg.copyback, arr.cfg.copyback_slot = "", -1
         arr.rebuild_pct = -1
+        self.intents.drop_mark(target.serial)
         if not keep_target:
             target.member_state = MemberState.OK
             target.rebuilt_to = 0
@@ -1485,6 +1493,7 @@ class Controller:
                 if target.copy_broken or arr.copy_target is None:
                     return
             target.rebuilt_to = pos + n
+            self.intents.set_mark(target.serial, target.rebuilt_to)
             self._steps_since_save += 1
         if target.rebuilt_to >= end:
             self._end_copyback(arr, None, keep_target=True)

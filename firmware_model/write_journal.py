@@ -12,6 +12,9 @@ were acknowledged long ago. The MSA500's battery-backed cache closes it on the p
   from the first one), which is right whichever of the old or new data each member holds: the
   write was never acknowledged. No row recorded: nothing was written. A torn row record: every
   row of the write is recomputed.
+- Rebuild watermarks, in the same mapped file: how far each rebuild or copy-back has got, stored
+  after every step (NVRAM is written only every few steps), so a restart does not redo rows that
+  were rebuilt while their sources were whole.
 - `MemberJournal` (`member-journal.bin`): while a parity volume is degraded its parity cannot be
   recomputed from the data (a data chunk exists only as parity), so the member writes of such an
   operation are written here in full first, then applied; at start a complete journal is applied
@@ -38,6 +41,10 @@ ROW_AT = 32
 NEW_LAYOUT = 1 << 63  # in a row's start: the row is in the new layout of an expanding logical drive
 NO_ROW = (0, 0)  # the write touched no member yet
 ANY_ROW = None  # the row record is torn: any row of the write
+MARKS = 16  # rebuild watermarks after the intent slots: drive serial (16 bytes), u64 mark, u32 crc
+_MARK = struct.Struct("<16sQI")
+MARK_BYTES = 32
+FILE_BYTES = SLOTS * REC_BYTES + MARKS * MARK_BYTES
 _JHDR = struct.Struct("<8sIIQI")  # magic, lun, entries, body bytes, body crc; then u32 header crc
 JHDR_BYTES = 32
 _JENT = struct.Struct("<16sQI")  # drive serial, offset into its data area, length
@@ -51,9 +58,9 @@ class IntentLog:
         path = Path(state_dir) / INTENT_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if os.fstat(fd).st_size < SLOTS * REC_BYTES:
-                os.posix_fallocate(fd, 0, SLOTS * REC_BYTES)  # no SIGBUS on a full file system later
-            self._mm: mmap.mmap | None = mmap.mmap(fd, SLOTS * REC_BYTES)
+            if os.fstat(fd).st_size < FILE_BYTES:
+                os.posix_fallocate(fd, 0, FILE_BYTES)  # no SIGBUS on a full file system later
+            self._mm: mmap.mmap | None = mmap.mmap(fd, FILE_BYTES)
         finally:
             os.close(fd)
         self._free = list(range(SLOTS - 1, -1, -1))
@@ -78,10 +85,50 @@ class IntentLog:
         return out
 
     def clear(self) -> None:
+        """Forget the write records (after recovery); the rebuild watermarks stay."""
         mm = self._mm
         assert mm is not None
-        mm[:] = bytes(SLOTS * REC_BYTES)
+        mm[: SLOTS * REC_BYTES] = bytes(SLOTS * REC_BYTES)
         self._free = list(range(SLOTS - 1, -1, -1))
+
+    # ---------------------------------------------------------------- rebuild watermarks
+    def _marks(self) -> dict[str, tuple[int, int]]:
+        """serial -> (slot, mark) of the watermarks with a good checksum."""
+        mm = self._mm
+        assert mm is not None
+        out: dict[str, tuple[int, int]] = {}
+        for i in range(MARKS):
+            at = SLOTS * REC_BYTES + i * MARK_BYTES
+            raw, mark, crc = _MARK.unpack_from(mm, at)
+            if raw.strip(b"\0") and crc == crc32c.crc32c(raw + struct.pack("<Q", mark)):
+                out[raw.rstrip(b"\0").decode(errors="replace")] = (i, mark)
+        return out
+
+    def mark(self, serial: str) -> int | None:
+        """How far the rebuild onto drive `serial` had got, if recorded."""
+        got = self._marks().get(serial)
+        return got[1] if got is not None else None
+
+    def set_mark(self, serial: str, mark: int) -> None:
+        """Record the rebuild watermark of drive `serial` (dropped when every place is taken)."""
+        mm = self._mm
+        assert mm is not None
+        marks = self._marks()
+        slot = marks[serial][0] if serial in marks else next(
+            (i for i in range(MARKS) if i not in {x for x, _ in marks.values()}), None)
+        if slot is None:
+            return
+        raw = serial.encode()[:16].ljust(16, b"\0")
+        _MARK.pack_into(mm, SLOTS * REC_BYTES + slot * MARK_BYTES, raw, mark,
+                        crc32c.crc32c(raw + struct.pack("<Q", mark)))
+
+    def drop_mark(self, serial: str) -> None:
+        got = self._marks().get(serial)
+        if got is not None:
+            mm = self._mm
+            assert mm is not None
+            at = SLOTS * REC_BYTES + got[0] * MARK_BYTES
+            mm[at : at + MARK_BYTES] = bytes(MARK_BYTES)
 
     def begin(self, lun: int, lba: int, count: int) -> int:
         """Record a write about to start; its slot (-1: every slot holds a write that failed in
