@@ -91,6 +91,7 @@ COVERED: list[tuple[str, str, str, tuple[str, ...]]] = [
     (r"^scripts/test$", "scripts/test", "pytest", ()),
     # scripts/setup, then `msa500-emu serve`: test_serve_prints_the_banner_the_readme_shows runs the latter.
     (r"^scripts/serve$", "tests/integration/test_docs.py", "def test_serve_prints_the_banner", ()),
+    (r"^scripts/check-model", "tests/model/test_checker.py", "check-model", ()),
     # Benchmarks assert nothing (they print numbers beside a peer); their options are checked here.
     (r"^scripts/bench", "tests/integration/test_docs.py", "def test_options_shown_exist", ()),
 ]

@@ -31,3 +31,17 @@ PROFILE = settings.get_profile("model-" + os.environ.get("MODEL_PROFILE", "ci"))
 def test_data_path_matches_the_reference_model(level: str) -> None:
     """Every read answers the last acknowledged data or an error where redundancy was exceeded."""
     run_state_machine_as_test(MACHINES[level], settings=PROFILE)
+
+
+@pytest.mark.slow
+def test_the_nightly_script_runs_and_reports() -> None:
+    """scripts/check-model, as the README shows it, bounded to a few sequences here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "check-model"
+    out = subprocess.run([sys.executable, str(script), "--minutes", "1", "--level", "5", "--max-sequences", "10"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "RAID   5:" in out.stdout and "sequences" in out.stdout
