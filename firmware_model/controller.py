@@ -1554,7 +1554,10 @@ class Controller:
         ld = self.lds[lun]
         self._make_volume(ld)
         new = self._raid(arr, RaidLevel(el.new_raid), arr.members, ld, el.new_base)
-        moved = restripe(cast(RaidVolume, _Replay(ld.volume, start, data)), new, start, end - start)
+        try:
+            moved = restripe(cast(RaidVolume, _Replay(ld.volume, start, data)), new, start, end - start)
+        except (VolumeFailed, DriveError):
+            return  # the new layout lost a drive meanwhile: the step did not happen; the next one says so
         el.watermark = moved * BLOCK_SIZE
         self._make_volume(ld)
 
@@ -1625,8 +1628,14 @@ class Controller:
         journal = self.state_dir / JOURNAL_FILE
         journal.write_bytes(struct.pack(">4sIQQ", arr.name.encode()[:4].ljust(4, b"\0"), ld.cfg.lun, start, end)
                             + bytes(4) + data)
-        done = restripe(cast(RaidVolume, _Replay(old, start, data)), new, start, end - start)
-        journal.unlink()  # kept if the step did not finish: the next start replays it
+        try:
+            done = restripe(cast(RaidVolume, _Replay(old, start, data)), new, start, end - start)
+        except Exception:
+            # the step failed (the new layout lost a drive): the watermark stays, reads keep using
+            # the old layout, and a journal left behind would be replayed into a later expansion
+            journal.unlink()
+            raise
+        journal.unlink()  # kept if the process died in the step: the next start replays it
         return done
 
     def _expansion_lost_drives(self, arr: ArrayRt, ld: LogicalDrive) -> None:

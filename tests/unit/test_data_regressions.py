@@ -400,3 +400,25 @@ def test_rebuild_progress_survives_a_kill(env: Clocked, tmp_path: Path) -> None:
     run_idle(c, env.clock)
     assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 0
     assert first_wrong(c, 1, data) is None
+
+
+def test_a_failed_expansion_step_leaves_no_journal_for_the_next_expansion(env: Clocked, tmp_path: Path) -> None:
+    """Found by scripts/check-model: RAID 0 expanded onto bay 4, which fails; the first step
+    fails and the expansion is called off, but its step journal stayed on disk. A second
+    expansion, a write, a restart: the stale journal was replayed into the new layout and the
+    written block read back as zeros with GOOD status."""
+    spec = shelf("0", 2, [4096], cache=False, drives=5)
+    c = env.open(tmp_path, spec)
+    c.expand_unit(1, [4])
+    c.fault_disk(4, "fail")
+    run_idle(c, env.clock)  # the step fails: called off
+    assert not (tmp_path / "expand-journal.bin").exists()
+    c.expand_unit(1, [5])
+    new = pattern(19, 512)
+    assert write(c, 1, 0, new).status == Status.GOOD
+    abandon(c)
+    c = env.open(tmp_path, spec)
+    res = read(c, 1, 0, 1)
+    assert res.status == Status.GOOD and res.data == new
+    run_idle(c, env.clock)
+    assert read(c, 1, 0, 1).data == new
