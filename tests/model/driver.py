@@ -219,6 +219,13 @@ class Driver:
                     if cache._fd >= 0:
                         os.close(cache._fd)
                         cache._fd = -1
+        for name in ("intents", "member_journal"):  # the write-intent mapping, the journal's descriptor
+            f = getattr(ctrl, name, None)
+            if f is not None:
+                try:
+                    f.close()
+                except BufferError:
+                    gc.collect()
         ctrl._closed = True
 
     @contextmanager
