@@ -1262,7 +1262,8 @@ class Controller:
                 drive.rebuilt_to = 0
                 for ld in lds:  # the drive came back: re-enable the RAID 0 units it took down, whose data
                     # it holds unchanged; a failed redundant unit stays failed (its spare may hold nothing)
-                    if ld.cfg.failed and ld.level is RaidLevel.RAID0 and not ld.cfg.gone:
+                    # (not while the array expands: part of its data may be in the new layout's lost drives)
+                    if ld.cfg.failed and ld.level is RaidLevel.RAID0 and not ld.cfg.gone and arr.cfg.expand is None:
                         self._make_volume(ld)
                         if ld.volume.state() != "failed":
                             ld.cfg.failed = False
