@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Literal, Protocol
 
-from . import parity, repair
+from . import losses, parity, repair
 from .api import DriveError, Member, MemberState, RaidLevel, RowLost, UnrecoverableRead, VolumeFailed
 from .layout import MIRRORED, Layout, Piece, StripeRoles, fault_tolerance
 
@@ -241,38 +241,18 @@ class RaidVolume:
             self.journal.clear()
         self._report_lost()
 
-    # ---- lost blocks ------------------------------------------------------------------------
+    # ---- lost blocks (firmware_model.raid.losses, bound here as methods) --------------------
 
-    def note_member_lost(self, member: int, offset: int, length: int) -> None:
-        """Extent bytes [offset, offset+length) of `member` are gone with no copy anywhere (e.g. a
-        copy-back from a spare that was the last copy): report the logical blocks they held."""
-        for o in range(offset, offset + length, self.block_size):
-            stripe, role, j, a = self.layout.locate(member, o)
-            if role == "data":
-                self._lost_lbas.append(self._lba(stripe, j, a))
-        self._report_lost()
+    note_member_lost = losses.note_member_lost
+    _report_lost = losses.report_lost
+    _salvage = losses.salvage
+    _settled_row = losses.settled_row
+    _settle = losses.settle
 
     def _begin(self) -> None:
         self._dropped = set()
         self._lost_lbas = []
         self._lost_count = 0
-
-    def _report_lost(self) -> int | None:
-        """Hand the lost blocks found by this operation to the owner, as runs; the first LBA."""
-        lbas = sorted({x for x in self._lost_lbas if x < self._num_blocks})  # not the last stripe's padding
-        self._lost_lbas = []
-        if not lbas:
-            return None
-        if self.on_lost is not None:
-            start = prev = lbas[0]
-            for x in [*lbas[1:], None]:
-                if x is not None and x == prev + 1:
-                    prev = x
-                    continue
-                self.on_lost(start, prev - start + 1)
-                if x is not None:
-                    start = prev = x
-        return lbas[0]
 
     def flush(self) -> None:
         for m in self.members:
@@ -359,74 +339,6 @@ class RaidVolume:
                 for k in missing:
                     got[k] = self._salvage(group[k], roles)
         return [g for g in got if g is not None]
-
-    def _salvage(self, pc: Piece, roles: StripeRoles) -> bytes:
-        """Rebuild a piece block by block, noting every block that cannot be rebuilt."""
-        bs = self.block_size
-        out = bytearray()
-        for o in range(pc.chunk_offset, pc.chunk_offset + pc.length, bs):
-            try:
-                out += self._gather_row(pc.stripe, roles, o, o + bs)[pc.index]
-            except RowLost:
-                self._lost_lbas.append(self._lba(pc.stripe, pc.index, o))
-                out += bytes(bs)
-        return bytes(out)
-
-    def _settled_row(self, stripe: int, roles: StripeRoles, a: int, b: int,
-                     usable: Callable[[int], bool]) -> tuple[list[bytearray], list[tuple[int, int]]]:
-        """The data chunks of row [a, b), solved block by block from the members `usable` allows;
-        a block that cannot be solved is zeros, listed as (data index, chunk offset)."""
-        bs = self.block_size
-        k = len(roles.data)
-        full = [bytearray(b - a) for _ in range(k)]
-        lost: list[tuple[int, int]] = []
-        for o in range(a, b, bs):
-            moff = stripe * self.stripe_unit + o
-            cur: list[parity.Buffer | None] = []
-            for holders in roles.data:
-                got = None
-                for m in holders:
-                    if usable(m) and self._readable(m, moff, bs):
-                        got = self._try_read(m, moff, bs)
-                        if got is not None:
-                            break
-                cur.append(got)
-            if self._parity:
-                p = self._try_read(roles.p, moff, bs) if roles.p is not None and usable(roles.p) else None
-                q = self._try_read(roles.q, moff, bs) if roles.q is not None and usable(roles.q) else None
-                try:
-                    vals: list[bytes | None] = list(parity.recover(cur, p, q))
-                except parity.Unsolvable:
-                    vals = [None if c is None else parity._as_bytes(c) for c in cur]
-            else:
-                vals = [None if c is None else parity._as_bytes(c) for c in cur]
-            for j, v in enumerate(vals):
-                if v is None:
-                    lost.append((j, o))
-                else:
-                    full[j][o - a:o - a + bs] = v
-        return full, lost
-
-    def _settle(self, stripe: int, roles: StripeRoles, a: int, lost: list[tuple[int, int]],
-                full: list[bytearray], with_parity: bool = True) -> None:
-        """Write zeros where lost data chunks sit (remapping media errors), note their LBAs, and
-        (`with_parity`) bring P/Q of those blocks in line with the settled data `full`."""
-        bs = self.block_size
-        base = stripe * self.stripe_unit
-        # the owner records them before the zeros land: a write over a media error remaps it, and
-        # a kill after that must not leave the error gone and the loss unknown
-        settled = [x for x in (self._lba(stripe, j, o) for j, o in lost) if x < self._num_blocks]
-        self._lost_count += len(settled)
-        self._lost_lbas.extend(settled)
-        self._report_lost()
-        for j, o in lost:
-            for m in roles.data[j]:
-                if self._writable(m):
-                    self._write_member(m, base + o, bytes(bs))
-        if not self._parity or not with_parity:
-            return
-        for o in sorted({o for _, o in lost}):
-            self._write_parity(roles, base + o, [bytes(c[o - a:o - a + bs]) for c in full])
 
     def _write_parity(self, roles: StripeRoles, moff: int, row: Sequence[parity.Buffer]) -> None:
         """P (and Q) of the data chunks `row`, written to the parity members that can be written."""
