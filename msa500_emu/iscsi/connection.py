@@ -2,7 +2,9 @@
 
 The portal feeds received bytes to `receive()` and writes what `take_output()` returns;
 it calls `on_timer(now)` at `next_deadline()`. SCSI commands are executed synchronously
-through the node's firmware once their data-out has arrived.
+through the node's firmware once their data-out has arrived. This module holds the
+per-command path (CmdSN order, data-out and R2Ts, execution); the responses are built by
+`ResponseWriter`, the rarer requests handled in `task_mgmt` and `control`.
 """
 
 from __future__ import annotations
@@ -14,29 +16,23 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from firmware_model.scsi.sense import sense_for
+from firmware_model.lun_address import decode_lun
+from firmware_model.scsi.constants import Asc, SenseKey
+from firmware_model.scsi.sense import fixed_sense
 from firmware_model.scsi.types import DataDirection, ScsiRequest, Status
 
-from .constants import (
-    BHS_LEN,
-    RESERVED_TAG,
-    LogoutReason,
-    LogoutResponse,
-    Op,
-    RejectReason,
-    TmfFunction,
-    TmfResponse,
-)
+from .constants import BHS_LEN, RESERVED_TAG, Op, RejectReason
+from .control import logout, nop_out, text
 from .login import LoginState
-from .node import PortalInfo, Session, TargetNode, sn_lt
+from .node import PortalInfo, TargetNode, sn_lt
 from .params import TARGET_MAX_RECV_DSL
-from .pdu import FramingError, Pdu, PduReader, encode, u32
-from .text import TextError, encode_text, parse_text
+from .pdu import FramingError, Pdu, PduReader, encode, extended_cdb, u32
+from .repeat_log import RepeatLog
+from .response import ResponseWriter
+from .task_mgmt import task_management
 
 log = logging.getLogger("msa500_emu.iscsi")
 
-_HDR = struct.Struct(">III")
-SENSE_LEN = struct.Struct(">H")
 # Back-pressure: no new PDU is taken from a connection while this much of its output waits
 # (in the connection or in the transport's buffer); the shell resumes it below the low mark.
 OUTPUT_HIGH_WATER = 4 << 20
@@ -44,57 +40,11 @@ OUTPUT_LOW_WATER = 1 << 20
 # Data-out a connection may hold or have solicited (R2T) for its commands beyond the oldest
 # one, which always gets its R2Ts so it can finish and free its buffer.
 WRITE_BUDGET = 64 << 20
-# A repeated warning (the same reject again and again) is logged once, then summed up at
-# most this often and when the connection closes.
-REPEAT_SUMMARY_S = 5.0
+# A Data-Out PDU failed its data digest: at ErrorRecoveryLevel 0 the command fails with
+# ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR.
+_CRC_ERROR_SENSE = fixed_sense(SenseKey.ABORTED_COMMAND, *divmod(Asc.PROTOCOL_SERVICE_CRC_ERROR, 256))
 
-__all__ = ["Connection", "decode_lun", "sn_lt"]
-
-
-class RepeatLog:
-    """Log the first occurrence of each kind of trouble, then "N more like this" now and then."""
-
-    def __init__(self, now: Callable[[], float], interval: float = REPEAT_SUMMARY_S) -> None:
-        self._now = now
-        self.interval = interval
-        self.where = ""  # who the connection talks to, for the summaries
-        # key -> [repeats not yet reported, time of the last line, latest message]
-        self._seen: dict[object, list] = {}
-
-    def warning(self, key: object, msg: str, *args: object) -> None:
-        entry = self._seen.get(key)
-        now = self._now()
-        if entry is None:
-            self._seen[key] = [0, now, ""]
-            log.warning(msg, *args)
-            return
-        entry[0] += 1
-        entry[2] = msg % args if args else msg
-        if now - entry[1] >= self.interval:
-            self._summary(entry, now)
-
-    def _summary(self, entry: list, now: float) -> None:
-        log.warning("%d more like this%s in the last %.0f s; latest: %s",
-                    entry[0], self.where, now - entry[1], entry[2])
-        entry[0] = 0
-        entry[1] = now
-
-    def flush(self) -> None:
-        """Sum up what is still untold (the connection closes, or a quiet moment)."""
-        now = self._now()
-        for entry in self._seen.values():
-            if entry[0]:
-                self._summary(entry, now)
-
-
-def decode_lun(field: bytes) -> int:
-    """LUN from the 8-byte field: peripheral (00b) and flat (01b) addressing."""
-    method = field[0] >> 6
-    if method == 0:
-        return field[1] if field[0] == 0 else (field[0] & 0x3F) << 8 | field[1]
-    if method == 1:
-        return (field[0] & 0x3F) << 8 | field[1]
-    return 0xFFFF  # other methods: no such LUN here
+__all__ = ["OUTPUT_HIGH_WATER", "OUTPUT_LOW_WATER", "WRITE_BUDGET", "Connection", "decode_lun", "sn_lt"]
 
 
 @dataclass
@@ -115,19 +65,18 @@ class Task:
     r2t_sn: int = 0
     outstanding: dict[int, list[int]] = field(default_factory=dict)  # TTT -> [offset, length, got, datasn]
     unsolicited_datasn: int = 0
-    failed_sense: bytes | None = None
 
 
-class Connection:
+class Connection(ResponseWriter):
+    """The target side of one TCP connection: login, then one session's full feature phase."""
+
     def __init__(self, node: TargetNode, portal: PortalInfo, now: Callable[[], float]) -> None:
+        super().__init__()
         self.node = node
         self.portal = portal
         self._now = now
         self.reader = PduReader(max_data=TARGET_MAX_RECV_DSL)
-        self.out: list[bytes | bytearray | memoryview] = []
         self.login: LoginState | None = LoginState(node, portal)
-        self.session: Session | None = None
-        self.stat_sn = 0
         self.closed = False
         self.close_reason = ""
         self.close_after_flush = False
@@ -140,13 +89,9 @@ class Connection:
         self.deferred: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self.next_ttt = 1
-        self.hd = False
-        self.dd = False
-        self.max_send = 8192
         self.last_rx = now()
         self.ping_ttt: int | None = None
         self.ping_sent_at = 0.0
-        self.out_bytes = 0  # bytes in `out`, not yet taken by the shell
         self.paused = False  # set by the shell while the transport's buffer is above its high water
         self.input_held = False  # PDUs wait in the reader because the output backed up
         self._starved = False  # a task waits for R2Ts until the write budget frees up
@@ -176,7 +121,7 @@ class Connection:
             try:
                 pdu = self.reader.next_pdu()
             except FramingError as exc:
-                self._fatal(f"framing error: {exc}")
+                self.end(f"framing error: {exc}")
                 return
             if pdu is None:
                 return
@@ -184,7 +129,7 @@ class Connection:
                 self._dispatch(pdu)
             except Exception:  # never let one PDU take the process down
                 log.exception("internal error handling opcode 0x%02x; closing connection", pdu.opcode)
-                self._fatal("internal error")
+                self.end("internal error")
                 return
 
     def take_output(self) -> list[bytes | bytearray | memoryview]:
@@ -243,7 +188,7 @@ class Connection:
                     "initiator %s on port %d did not answer NOP-In for %.0fs: dropping it",
                     self.session.initiator, self.portal.port, cfg.nop_timeout,
                 )
-                self._fatal("NOP-In timeout")
+                self.end("NOP-In timeout")
             elif self.last_rx > self.ping_sent_at:
                 self.ping_ttt = None
             return
@@ -259,7 +204,8 @@ class Connection:
             self._send(bhs)
 
     # -- helpers ----------------------------------------------------------------------
-    def _fatal(self, reason: str) -> None:
+    def end(self, reason: str) -> None:
+        """Take no more PDUs; the shell closes the connection once the output is written."""
         self.close_reason = reason
         self.close_after_flush = True
         self.wakeup()
@@ -268,18 +214,6 @@ class Connection:
         ttt = self.next_ttt
         self.next_ttt = (self.next_ttt % 0xFFFFFFFE) + 1
         return ttt
-
-    def _send(self, bhs: bytearray, data: bytes | bytearray | memoryview = b"") -> None:
-        self.out.extend(encode(bhs, data, header_digest=self.hd, data_digest=self.dd))
-        self.out_bytes += BHS_LEN + len(data)
-
-    def _seq(self, bhs: bytearray, advance: bool = True) -> None:
-        """Fill StatSN, ExpCmdSN, MaxCmdSN at offset 24."""
-        s = self.session
-        assert s is not None
-        _HDR.pack_into(bhs, 24, self.stat_sn, s.exp_cmd_sn, s.max_cmd_sn)
-        if advance:
-            self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
 
     def reject(self, pdu: Pdu, reason: RejectReason, why: str) -> None:
         self.repeats.warning(("reject", int(reason), pdu.opcode),
@@ -290,10 +224,9 @@ class Connection:
         bhs[2] = reason
         struct.pack_into(">I", bhs, 16, RESERVED_TAG)
         if self.session is None:
-            self._fatal("reject during login")
+            self.end("reject during login")
             return
-        self._seq(bhs)
-        self._send(bhs, pdu.bhs)
+        self.reply(bhs, pdu.bhs)
 
     # -- dispatch ---------------------------------------------------------------------
     def _dispatch(self, pdu: Pdu) -> None:
@@ -309,7 +242,7 @@ class Connection:
         elif op == Op.DATA_OUT:
             self._data_out(pdu)
         elif op == Op.NOP_OUT:
-            self._nop_out(pdu)
+            nop_out(self, pdu)
         elif op in (Op.TASK_MGMT_REQ, Op.TEXT_REQ, Op.LOGOUT_REQ):
             self._ordered(pdu)
         elif op == Op.SNACK:
@@ -326,7 +259,7 @@ class Connection:
         self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
         self.out.extend(encode(result.bhs, result.data))
         if result.failed:
-            self._fatal("login failed")
+            self.end("login failed")
             return
         if result.complete and result.session is not None:
             s = result.session
@@ -375,11 +308,11 @@ class Connection:
         if op == Op.SCSI_CMD:
             self._scsi_command(pdu)
         elif op == Op.TASK_MGMT_REQ:
-            self._task_mgmt(pdu)
+            task_management(self, pdu)
         elif op == Op.TEXT_REQ:
-            self._text(pdu)
+            text(self, pdu)
         elif op == Op.LOGOUT_REQ:
-            self._logout(pdu)
+            logout(self, pdu)
 
     # -- SCSI ---------------------------------------------------------------------------
     def _scsi_command(self, pdu: Pdu) -> None:
@@ -400,8 +333,9 @@ class Connection:
         edtl = u32(bhs, 20)
         cdb = bhs[32:48]
         if pdu.ahs:
-            ext = self._extended_cdb(pdu, cdb)
+            ext = extended_cdb(pdu.ahs, cdb)
             if ext is None:
+                self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "unsupported AHS")
                 return
             cdb = ext
         lun = decode_lun(bhs[8:16])
@@ -446,19 +380,6 @@ class Connection:
         task.next_r2t_offset = task.unsolicited_end
         self.tasks[itt] = task
         self._issue_r2ts(task)
-
-    def _extended_cdb(self, pdu: Pdu, cdb: bytes) -> bytes | None:
-        ahs = pdu.ahs
-        pos = 0
-        while pos + 4 <= len(ahs):
-            length = struct.unpack_from(">H", ahs, pos)[0]
-            kind = ahs[pos + 2]
-            body = ahs[pos + 4 : pos + 3 + length]
-            if kind == 1:
-                return cdb + bytes(body)
-            pos += 4 + ((length - 1 + 3) & ~3) if length else 4
-        self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "unsupported AHS")
-        return None
 
     def _write_load(self) -> int:
         """Data-out held or solicited for the tasks of this connection, in bytes."""
@@ -558,12 +479,6 @@ class Connection:
             self._resume_starved()
         return task
 
-    def _drop_tasks(self, lun: int | None) -> None:
-        """Forget the tasks of `lun` (None: all), every one of them before any other gets an R2T."""
-        for itt in [t.itt for t in self.tasks.values() if lun is None or t.lun == lun]:
-            del self.tasks[itt]
-        self._resume_starved()
-
     def _resume_starved(self) -> None:
         if self._starved and self.session is not None and not self.closed:
             self._starved = False
@@ -577,8 +492,7 @@ class Connection:
         if pdu.opcode == Op.DATA_OUT:
             task = self._drop_task(pdu.itt)
             if task is not None:  # ERL 0 cannot recover the data: fail the command
-                sense = sense_for(0x0B, 0x4705)  # ABORTED COMMAND, PROTOCOL SERVICE CRC ERROR
-                self._respond(task.itt, task.edtl, Status.CHECK_CONDITION, sense, b"", task.direction)
+                self._respond(task.itt, task.edtl, Status.CHECK_CONDITION, _CRC_ERROR_SENSE, b"", task.direction)
 
     def _run(self, itt: int, lun: int, cdb: bytes, bhs: bytes, edtl: int, direction: DataDirection,
              attr: int, data: bytes | bytearray | memoryview) -> None:
@@ -596,235 +510,33 @@ class Connection:
             return
         self._respond(itt, edtl, result.status, result.sense, result.data, direction, wanted)
 
-    def _respond(self, itt: int, edtl: int, status: int, sense: bytes, data: bytes | bytearray | memoryview,
-                 direction: DataDirection, wanted: int | None = None) -> None:
-        """Status (and data-in) for a command; residuals per RFC 7143 11.4.5.
+    # -- asked by task management and the node ----------------------------------------
+    def abort_task(self, itt: int, ref_cmd_sn: int) -> bool:
+        """ABORT TASK (RFC 7143 11.5.1); False when the task does not exist.
 
-        `wanted` is the data-out length a write's CDB asked for; other commands are measured
-        by the data they produced.
+        A task we hold is aborted; one held back for CmdSN order is dropped and its CmdSN
+        counted as received; an unknown task whose RefCmdSN is inside the window is taken as
+        received-and-aborted; outside it (say, a task that already completed), it does not exist.
         """
-        n = len(data)
-        if direction == DataDirection.WRITE:
-            n = edtl if wanted is None else wanted
-            data = b""
-        residual_flags = 0
-        residual = 0
-        if n > edtl:
-            residual_flags, residual = 0x04, n - edtl  # O: overflow
-        elif n < edtl:
-            residual_flags, residual = 0x02, edtl - n  # U: underflow
-        if direction == DataDirection.READ and data and edtl:
-            send = memoryview(data)[:edtl] if len(data) > edtl else data
-            self._data_in(itt, send, status, residual_flags, residual, with_status=not sense)
-            self.out_bytes += len(send)
-            if not sense:
-                return
-        bhs = bytearray(48)
-        bhs[0] = Op.SCSI_RSP
-        bhs[1] = 0x80 | residual_flags
-        bhs[2] = 0  # command completed at target
-        bhs[3] = status
-        struct.pack_into(">I", bhs, 16, itt)
-        self._seq(bhs)
-        struct.pack_into(">I", bhs, 44, residual)
-        self._send(bhs, SENSE_LEN.pack(len(sense)) + sense if sense else b"")
-
-    def _data_in(self, itt: int, data: bytes | bytearray | memoryview, status: int, rflags: int,
-                 residual: int, with_status: bool) -> None:
         s = self.session
         assert s is not None
-        total = len(data)
-        seg = self.max_send
-        burst = s.params.max_burst_length
-        view = memoryview(data)
-        datasn = 0
-        offset = 0
-        hd, dd = self.hd, self.dd
-        out = self.out
-        while offset < total:
-            chunk = min(seg, total - offset)
-            last = offset + chunk >= total
-            bhs = bytearray(48)
-            bhs[0] = Op.DATA_IN
-            flags = 0
-            if last:
-                flags = 0x80
-                if with_status:
-                    flags |= 0x01 | rflags
-                    bhs[3] = status
-            elif (offset + chunk) % burst == 0:
-                flags = 0x80
-            bhs[1] = flags
-            struct.pack_into(">II", bhs, 16, itt, RESERVED_TAG)
-            if last and with_status:
-                self._seq(bhs)
-                struct.pack_into(">I", bhs, 44, residual)
-            else:
-                _HDR.pack_into(bhs, 24, 0, s.exp_cmd_sn, s.max_cmd_sn)
-            struct.pack_into(">II", bhs, 36, datasn, offset)
-            out.extend(encode(bhs, view[offset : offset + chunk], header_digest=hd, data_digest=dd))
-            datasn += 1
-            offset += chunk
-
-    # -- task management ----------------------------------------------------------------
-    def _task_mgmt(self, pdu: Pdu) -> None:
-        s = self.session
-        assert s is not None
-        bhs = pdu.bhs
-        function = bhs[1] & 0x7F
-        lun = decode_lun(bhs[8:16])
-        rtt = u32(bhs, 20)
-        ref_cmd_sn = u32(bhs, 32)
-        response = TmfResponse.COMPLETE
-        scsi = self.node.scsi
-        if s.discovery:
-            self.reject(pdu, RejectReason.PROTOCOL_ERROR, "task management in a discovery session")
-            return
-        if function == TmfFunction.ABORT_TASK:
-            # RFC 7143 11.5.1: a task we hold is aborted; an unknown task whose RefCmdSN is
-            # inside the window is taken as received-and-aborted; outside it (say, a task that
-            # already completed), the task does not exist.
-            task = self.tasks.get(rtt)
-            if task is not None:
-                self._drop_task(rtt)
-            elif rtt in {p.itt for p in self.held.values()}:
-                self.held = {k: v for k, v in self.held.items() if v.itt != rtt}
-                self.skip_sns.add(ref_cmd_sn)
-            elif not sn_lt(ref_cmd_sn, s.exp_cmd_sn) and not sn_lt(s.max_cmd_sn, ref_cmd_sn):
-                self.skip_sns.add(ref_cmd_sn)
-            else:
-                response = TmfResponse.NO_TASK
-        elif function in (TmfFunction.ABORT_TASK_SET, TmfFunction.CLEAR_TASK_SET):
-            if lun not in scsi.luns:
-                response = TmfResponse.NO_LUN
-            else:
-                self._drop_tasks(lun)
-                if function == TmfFunction.CLEAR_TASK_SET:
-                    self._abort_other_sessions(lun)
-        elif function == TmfFunction.LOGICAL_UNIT_RESET:
-            if lun not in scsi.luns:
-                response = TmfResponse.NO_LUN
-            else:
-                self._drop_tasks(lun)
-                self._abort_other_sessions(lun)
-                scsi.lun_reset(lun, s.nexus)
-        elif function == TmfFunction.TARGET_WARM_RESET:
-            self.tasks.clear()
-            self._abort_other_sessions(None)
-            scsi.target_reset(False, s.nexus)
-        elif function == TmfFunction.TARGET_COLD_RESET:
-            self.tasks.clear()
-            scsi.target_reset(True, s.nexus)
-            self._tmf_response(pdu, response)
-            log.warning("TARGET COLD RESET from %s: closing every session", s.initiator)
-            self.node.cold_reset(s)
-            return
-        elif function == TmfFunction.CLEAR_ACA:
-            response = TmfResponse.NOT_SUPPORTED
-        elif function == TmfFunction.TASK_REASSIGN:
-            response = TmfResponse.NO_REASSIGNMENT
+        if itt in self.tasks:
+            self._drop_task(itt)
+        elif itt in {p.itt for p in self.held.values()}:
+            self.held = {k: v for k, v in self.held.items() if v.itt != itt}
+            self.skip_sns.add(ref_cmd_sn)
+        elif not sn_lt(ref_cmd_sn, s.exp_cmd_sn) and not sn_lt(s.max_cmd_sn, ref_cmd_sn):
+            self.skip_sns.add(ref_cmd_sn)
         else:
-            response = TmfResponse.REJECTED
-        self._tmf_response(pdu, response)
+            return False
+        return True
 
-    def _abort_other_sessions(self, lun: int | None) -> None:
-        for other in self.node.sessions.values():
-            conn = other.connection
-            if conn is None or conn is self:
-                continue
-            conn._drop_tasks(lun)
+    def clear_tasks(self) -> None:
+        """Forget every task (target reset) without soliciting more data-out."""
+        self.tasks.clear()
 
-    def _tmf_response(self, pdu: Pdu, response: TmfResponse) -> None:
-        bhs = bytearray(48)
-        bhs[0] = Op.TASK_MGMT_RSP
-        bhs[1] = 0x80
-        bhs[2] = response
-        struct.pack_into(">I", bhs, 16, pdu.itt)
-        self._seq(bhs)
-        self._send(bhs)
-
-    # -- NOP, text, logout ---------------------------------------------------------------
-    def _nop_out(self, pdu: Pdu) -> None:
-        itt = pdu.itt
-        ttt = pdu.u32(20)
-        s = self.session
-        assert s is not None
-        if itt == RESERVED_TAG:
-            if ttt == RESERVED_TAG and not pdu.immediate:
-                self.reject(pdu, RejectReason.PROTOCOL_ERROR, "NOP-Out with reserved ITT must be immediate")
-            if ttt != RESERVED_TAG and ttt == self.ping_ttt:
-                self.ping_ttt = None
-            return
-        if not pdu.immediate:
-            cmd_sn = pdu.u32(24)
-            if cmd_sn == s.exp_cmd_sn:
-                s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
-        bhs = bytearray(48)
-        bhs[0] = Op.NOP_IN
-        bhs[1] = 0x80
-        bhs[8:16] = pdu.bhs[8:16]
-        struct.pack_into(">II", bhs, 16, itt, RESERVED_TAG)
-        self._seq(bhs)
-        self._send(bhs, pdu.data[: self.max_send])
-
-    def _text(self, pdu: Pdu) -> None:
-        s = self.session
-        assert s is not None
-        try:
-            pairs = parse_text(pdu.data)
-        except TextError as exc:
-            self.reject(pdu, RejectReason.PROTOCOL_ERROR, str(exc))
-            return
-        if pdu.flags & 0x40:
-            self.reject(pdu, RejectReason.COMMAND_NOT_SUPPORTED, "multi-PDU text requests are not supported")
-            return
-        reply: list[tuple[str, str]] = []
-        for key, value in pairs:
-            if key == "SendTargets":
-                if s.discovery or value != "All":
-                    reply.extend(self.node.send_targets(self.portal, value))
-                else:
-                    reply.append(("SendTargets", "Reject"))
-            elif key == "MaxRecvDataSegmentLength":
-                try:
-                    n = int(value)
-                    if not 512 <= n < 1 << 24:
-                        raise ValueError(value)
-                except ValueError:
-                    reply.append((key, "Reject"))
-                    continue
-                self.max_send = n
-                reply.append((key, str(TARGET_MAX_RECV_DSL)))
-            else:
-                reply.append((key, "NotUnderstood"))
-        data = encode_text(reply)
-        bhs = bytearray(48)
-        bhs[0] = Op.TEXT_RSP
-        bhs[1] = 0x80
-        struct.pack_into(">II", bhs, 16, pdu.itt, RESERVED_TAG)
-        self._seq(bhs)
-        self._send(bhs, data[: self.max_send])
-
-    def _logout(self, pdu: Pdu) -> None:
-        s = self.session
-        assert s is not None
-        reason = pdu.flags & 0x7F
-        response = LogoutResponse.SUCCESS
-        if reason == LogoutReason.REMOVE_FOR_RECOVERY:
-            response = LogoutResponse.RECOVERY_NOT_SUPPORTED
-        elif reason == LogoutReason.CLOSE_CONNECTION:
-            cid = struct.unpack_from(">H", pdu.bhs, 20)[0]
-            del cid  # one connection per session: closing it ends the session
-        bhs = bytearray(48)
-        bhs[0] = Op.LOGOUT_RSP
-        bhs[1] = 0x80
-        bhs[2] = response
-        struct.pack_into(">I", bhs, 16, pdu.itt)
-        self._seq(bhs)
-        struct.pack_into(">HH", bhs, 40, 0, 0)
-        self._send(bhs)
-        if response == LogoutResponse.SUCCESS:
-            self.close_reason = "logout"
-            self.close_after_flush = True
-            self.wakeup()
-
+    def abort_tasks(self, lun: int | None) -> None:
+        """Forget the tasks of `lun` (None: all), every one of them before any other gets an R2T."""
+        for itt in [t.itt for t in self.tasks.values() if lun is None or t.lun == lun]:
+            del self.tasks[itt]
+        self._resume_starved()

@@ -107,6 +107,11 @@ class LogoutResponse(IntEnum):
     CLEANUP_FAILED = 3
 
 
+class AhsType(IntEnum):
+    EXTENDED_CDB = 1
+    BIDI_READ_LENGTH = 2
+
+
 class AsyncEvent(IntEnum):
     SCSI_ASYNC = 0
     LOGOUT_REQUEST = 1

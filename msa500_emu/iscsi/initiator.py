@@ -13,9 +13,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware_model.lun_address import encode_lun
+
 from .chap import chap_response, decode_binary, encode_hex
 from .constants import RESERVED_TAG, Op
-from .pdu import Pdu, PduReader, encode
+from .pdu import Pdu, PduReader, encode, extended_cdb_ahs
 from .text import encode_text, parse_text
 
 
@@ -225,9 +227,8 @@ class Initiator:
             flags |= 0x40
         ahs = b""
         if len(cdb) > 16:
-            extra = cdb[16:]
-            ahs = struct.pack(">HBB", len(extra) + 1, 1, 0) + extra + b"\0" * ((-len(extra)) % 4)
-        bhs[8:16] = lun_field(lun)
+            ahs = extended_cdb_ahs(cdb[16:])
+        bhs[8:16] = encode_lun(lun)
         struct.pack_into(">IIII", bhs, 16, itt, length, self._next_cmd_sn(False), self.exp_stat_sn)
         bhs[32:48] = cdb[:16].ljust(16, b"\0")
         fb = int(self.params.get("FirstBurstLength", "65536"))
@@ -334,7 +335,7 @@ class Initiator:
         bhs = bytearray(48)
         bhs[0] = Op.TASK_MGMT_REQ | 0x40
         bhs[1] = 0x80 | function
-        bhs[8:16] = lun_field(lun)
+        bhs[8:16] = encode_lun(lun)
         struct.pack_into(">IIII", bhs, 16, next(self.itt), rtt, self.cmd_sn, self.exp_stat_sn)
         struct.pack_into(">I", bhs, 32, ref_cmd_sn)
         self.send_pdu(bhs)
@@ -354,7 +355,4 @@ class Initiator:
         return rsp.bhs[2]
 
 
-def lun_field(lun: int) -> bytes:
-    if lun < 256:
-        return bytes([0, lun]) + bytes(6)
-    return bytes([0x40 | (lun >> 8), lun & 0xFF]) + bytes(6)
+lun_field = encode_lun  # the 8-byte LUN field, under the name callers of this module know

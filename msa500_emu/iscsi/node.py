@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult
 
 from .chap import ChapConfig
 from .params import SessionParams
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 log = logging.getLogger("msa500_emu.iscsi")
 SERIAL_HALF = 1 << 31
@@ -41,6 +38,23 @@ class ScsiExecutor(Protocol):
 
     @property
     def luns(self) -> Mapping[int, object]: ...
+
+
+class SessionConnection(Protocol):
+    """What a session and the node need from the connection that carries the session."""
+
+    @property
+    def busy(self) -> int:
+        """Commands received but not finished (they hold CmdSN window slots)."""
+        ...
+
+    def request_close(self, reason: str) -> None:
+        """Stop taking PDUs and let the shell close (reinstatement, reset, session end)."""
+        ...
+
+    def abort_tasks(self, lun: int | None) -> None:
+        """Forget the tasks of `lun` (None: every LUN) waiting for data-out, without a response."""
+        ...
 
 
 @dataclass
@@ -87,7 +101,7 @@ class Session:
         self.portal = portal
         self.params = params
         self.nexus = Nexus(f"{initiator},i,0x{isid.hex()}", portal.port)
-        self.connection: Connection | None = None
+        self.connection: SessionConnection | None = None
         self.exp_cmd_sn = 0
         self.cid = 0
         self.closed = False
@@ -173,6 +187,17 @@ class TargetNode:
         if which not in ("All", "", name):
             return []
         return [("TargetName", name), ("TargetAddress", portal.address)]
+
+    def abort_tasks(self, lun: int | None, except_: object = None) -> None:
+        """Abort the tasks of `lun` (None: every LUN) in every session but the one on `except_`.
+
+        CLEAR TASK SET, LOGICAL UNIT RESET and TARGET WARM RESET act on all I_T nexuses; the
+        connection that received the request clears its own tasks itself.
+        """
+        for session in self.sessions.values():
+            conn = session.connection
+            if conn is not None and conn is not except_:
+                conn.abort_tasks(lun)
 
     def cold_reset(self, by: Session) -> None:
         for s in list(self.sessions.values()):

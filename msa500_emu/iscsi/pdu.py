@@ -12,9 +12,12 @@ from dataclasses import dataclass
 
 import crc32c as _crc32c
 
-from .constants import BHS_LEN
+from firmware_model.lun_address import decode_lun
+
+from .constants import BHS_LEN, AhsType
 
 _U32 = struct.Struct(">I")
+_AHS_HDR = struct.Struct(">HBB")  # AHSLength (from byte 3 on), AHSType, a reserved/specific byte
 _U32_LE = struct.Struct("<I")
 MAX_AHS_BYTES = 255 * 4
 
@@ -62,8 +65,9 @@ class Pdu:
         return bool(self.bhs[1] & 0x80)
 
     @property
-    def lun_field(self) -> bytes:
-        return self.bhs[8:16]
+    def lun(self) -> int:
+        """The LUN field (bytes 8..15) decoded; the target's hot path decodes it in place."""
+        return decode_lun(self.bhs[8:16])
 
     @property
     def itt(self) -> int:
@@ -75,6 +79,23 @@ class Pdu:
 
 def u32(buf: bytes | bytearray, offset: int) -> int:
     return _U32.unpack_from(buf, offset)[0]
+
+
+def extended_cdb_ahs(cdb_tail: bytes | bytearray) -> bytes:
+    """The Extended CDB AHS (AHSType 1) carrying a CDB's bytes beyond the 16th."""
+    n = len(cdb_tail)
+    return _AHS_HDR.pack(n + 1, AhsType.EXTENDED_CDB, 0) + bytes(cdb_tail) + b"\0" * (-n % 4)
+
+
+def extended_cdb(ahs: bytes, cdb: bytes) -> bytes | None:
+    """The whole CDB: the BHS's 16 bytes `cdb` and the Extended CDB AHS; None without one."""
+    pos = 0
+    while pos + 4 <= len(ahs):
+        length, kind, _ = _AHS_HDR.unpack_from(ahs, pos)
+        if kind == AhsType.EXTENDED_CDB:
+            return cdb + ahs[pos + 4 : pos + 3 + length]
+        pos += 4 + ((length - 1 + 3) & ~3) if length else 4
+    return None
 
 
 class PduReader:
