@@ -1,6 +1,12 @@
-"""The one exception command code raises to answer CHECK CONDITION with precise sense."""
+"""The one exception command code raises to answer CHECK CONDITION with precise sense.
+
+The shorthands below name the errors command code raises most, on the SenseKey/Asc enums;
+sense.py renders any of them into sense bytes.
+"""
 
 from __future__ import annotations
+
+from firmware_model.scsi.constants import Asc, SenseKey
 
 
 class ScsiError(Exception):
@@ -32,36 +38,70 @@ class ScsiError(Exception):
         self.cd = cd
 
 
-# Shorthands for the errors command code raises most; the numbers are SPC-4 ASC/ASCQ.
-def illegal(asc_ascq: int, **kw: int | bool | None) -> ScsiError:
+def scsi_error(key: SenseKey, code: Asc, *, info: int | None = None) -> ScsiError:
+    """`key` with `code` (ASC << 8 | ASCQ), e.g. for NOT READY or UNIT ATTENTION answers."""
+    return ScsiError(key, code >> 8, code & 0xFF, info=info)
+
+
+def illegal(
+    asc_ascq: int, *, field_pointer: int | None = None, bit_pointer: int | None = None, cd: bool = True
+) -> ScsiError:
     """ILLEGAL REQUEST with (ASC << 8 | ASCQ)."""
-    return ScsiError(0x5, asc_ascq >> 8, asc_ascq & 0xFF, **kw)  # type: ignore[arg-type]
+    return ScsiError(
+        SenseKey.ILLEGAL_REQUEST,
+        asc_ascq >> 8,
+        asc_ascq & 0xFF,
+        field_pointer=field_pointer,
+        bit_pointer=bit_pointer,
+        cd=cd,
+    )
 
 
-def invalid_field_in_cdb(byte: int, bit: int | None = None) -> ScsiError:
-    """24/00 with a field pointer at CDB byte `byte` (bit `bit`) so hosts see what was wrong."""
-    return ScsiError(0x5, 0x24, 0x00, field_pointer=byte, bit_pointer=bit, cd=True)
+def invalid_field_in_cdb(byte: int | None = None, bit: int | None = None) -> ScsiError:
+    """24/00 with a field pointer at CDB byte `byte` (bit `bit`) so hosts see what was wrong;
+    no pointer when `byte` is None (a CDB too short to hold the command)."""
+    return illegal(Asc.INVALID_FIELD_IN_CDB, field_pointer=byte, bit_pointer=bit, cd=True)
 
 
 def invalid_field_in_parameter_list(byte: int, bit: int | None = None) -> ScsiError:
     """26/00 pointing at byte `byte` of the parameter list."""
-    return ScsiError(0x5, 0x26, 0x00, field_pointer=byte, bit_pointer=bit, cd=False)
+    return illegal(Asc.INVALID_FIELD_IN_PARAMETER_LIST, field_pointer=byte, bit_pointer=bit, cd=False)
 
 
 def parameter_list_length_error() -> ScsiError:
-    return ScsiError(0x5, 0x1A, 0x00)
+    return illegal(Asc.PARAMETER_LIST_LENGTH_ERROR)
 
 
 def lba_out_of_range(lba: int | None = None) -> ScsiError:
     """21/00; the INFORMATION field carries the offending LBA when it fits in 64 bits."""
     info = lba if lba is not None and 0 <= lba < 1 << 64 else None
-    return ScsiError(0x5, 0x21, 0x00, info=info)
+    return ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE >> 8, 0, info=info)
 
 
 def invalid_opcode() -> ScsiError:
-    return ScsiError(0x5, 0x20, 0x00, field_pointer=0, cd=True)
+    return illegal(Asc.INVALID_COMMAND_OPERATION_CODE, field_pointer=0)
 
 
 def miscompare(offset: int) -> ScsiError:
     """MISCOMPARE 1D/00; INFORMATION = byte offset of the first differing byte."""
-    return ScsiError(0xE, 0x1D, 0x00, info=offset)
+    return scsi_error(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, info=offset)
+
+
+def not_ready() -> ScsiError:
+    """NOT READY 04/02: stopped by START STOP UNIT until a START=1 arrives."""
+    return scsi_error(SenseKey.NOT_READY, Asc.NOT_READY_INITIALIZING_COMMAND_REQUIRED)
+
+
+def write_protected() -> ScsiError:
+    """DATA PROTECT 27/02: SWP in the control page (or a read-only drive)."""
+    return scsi_error(SenseKey.DATA_PROTECT, Asc.SOFTWARE_WRITE_PROTECTED)
+
+
+def internal_target_failure() -> ScsiError:
+    """HARDWARE ERROR 44/00: the target's own fault (a bug, or its storage refused)."""
+    return scsi_error(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
+
+
+def short_data_out() -> ScsiError:
+    """0E/03 INVALID FIELD IN COMMAND INFORMATION UNIT: less data-out than the CDB asks for."""
+    return illegal(Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from firmware_model.scsi.catalog import ModeSense6
 from firmware_model.scsi.constants import ModePage, PageControl
-from firmware_model.scsi.errors import (
-    invalid_field_in_cdb,
-    invalid_field_in_parameter_list,
-    parameter_list_length_error,
-)
+from firmware_model.scsi.errors import invalid_field_in_parameter_list, parameter_list_length_error
 
 
 @dataclass
@@ -122,17 +119,18 @@ class ModePages:
         return list(self._pages)
 
     def sense(self, page_code: int, subpage: int, pc: int) -> bytes:
-        """Page data for MODE SENSE (page 0x3F = all); errors point into the CDB (byte 2/3)."""
+        """Page data for MODE SENSE (page 0x3F = all); errors point at the CDB's page code or
+        subpage field (the same places in MODE SENSE(6) and (10))."""
         if page_code == ModePage.ALL:
             if subpage not in (0x00, 0xFF):
-                raise invalid_field_in_cdb(3)
+                raise ModeSense6.subpage.invalid()
             pages = list(self._pages.values())
         else:
             page = self._pages.get(page_code)
             if page is None:
-                raise invalid_field_in_cdb(2, 5)
+                raise ModeSense6.page_code.invalid()
             if subpage != 0:
-                raise invalid_field_in_cdb(3)
+                raise ModeSense6.subpage.invalid()
             pages = [page]
         out = bytearray()
         for p in pages:

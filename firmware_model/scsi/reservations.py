@@ -3,13 +3,12 @@
 Cluster managers and fencing agents (fence_scsi, sg_persist, Windows failover clustering)
 decide who may write a shared disk from these answers, so every rule follows the standard:
 
-- which commands a non-holder may run under each persistent reservation type
-  (SPC-4 5.13.1 table "SPC commands that are allowed in the presence of various
-  reservations", SBC-3 4.17 for block commands);
+- which commands a non-holder may run under each persistent reservation type: each
+  command's row in catalog.py declares its class (SPC-4 5.13.1 table 63, SBC-3 4.17),
+  `conflict()` applies it;
 - the PERSISTENT RESERVE OUT service actions (SPC-4 5.13.7 to 5.13.12) with their
   PRgeneration updates and unit attentions;
-- SPC-2 RESERVE/RELEASE (SPC-2 7.21/7.18) and the exceptions when persistent
-  reservations are in use (SPC-4 5.13.3, CRH=1).
+- SPC-2 RESERVE/RELEASE (spc2.py) and PERSISTENT RESERVE IN data (pr_in.py).
 
 Registrations belong to I_T nexuses (initiator port + relative target port).  Pure and
 synchronous: the dispatcher calls `conflict()` before each command and the PR/RESERVE
@@ -19,333 +18,75 @@ handlers for those opcodes; the owner persists `to_dict()` when `on_change` fire
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
-from firmware_model.scsi.errors import ScsiError
+from firmware_model.scsi import spc2
+from firmware_model.scsi.catalog import PersistentReserveOut, row_for
+from firmware_model.scsi.commands import Access, AccessRule
+from firmware_model.scsi.constants import Asc, PrInAction, PrOutAction
+from firmware_model.scsi.errors import (
+    illegal,
+    invalid_field_in_cdb,
+    invalid_field_in_parameter_list,
+    parameter_list_length_error,
+)
+from firmware_model.scsi.pr_in import persistent_reserve_in_data
+from firmware_model.scsi.pr_state import (
+    LU_SCOPE,
+    PersistentReservation,
+    PrState,
+    PrType,
+    Registration,
+    ReservationConflict,
+)
+from firmware_model.scsi.transport_id import (
+    decode_transport_id,
+    encode_transport_id,
+    normalize_port_name,
+    split_port_name,
+)
 from firmware_model.scsi.types import Nexus
 
-ILLEGAL_REQUEST = 0x05
-UNIT_ATTENTION = 0x06
+__all__ = [
+    "LU_SCOPE",
+    "PersistentReservation",
+    "PrInAction",
+    "PrOutAction",
+    "PrType",
+    "Registration",
+    "ReservationConflict",
+    "Reservations",
+    "decode_transport_id",
+    "encode_transport_id",
+    "split_port_name",
+]
 
-# Additional sense codes this module raises or queues.
-ASC_PARAMETER_LIST_LENGTH_ERROR = (0x1A, 0x00)
-ASC_INVALID_FIELD_IN_CDB = (0x24, 0x00)
-ASC_INVALID_FIELD_IN_PARAMETER_LIST = (0x26, 0x00)
-ASC_INVALID_RELEASE_OF_PR = (0x26, 0x04)
-ASC_RESERVATIONS_PREEMPTED = (0x2A, 0x03)
-ASC_RESERVATIONS_RELEASED = (0x2A, 0x04)
-ASC_REGISTRATIONS_PREEMPTED = (0x2A, 0x05)
-
-ISCSI_PROTOCOL_ID = 0x5
-_ISID_SEPARATOR = ",i,0x"
 _BASIC_PARAM_LEN = 24
 _MASK64 = (1 << 64) - 1
-
-
-class ReservationConflict(Exception):
-    """The command must end with status RESERVATION CONFLICT (0x18), no sense data."""
-
-
-class PrType(IntEnum):
-    """PERSISTENT RESERVE OUT TYPE field (SPC-4 table 216)."""
-
-    WRITE_EXCLUSIVE = 0x1
-    EXCLUSIVE_ACCESS = 0x3
-    WRITE_EXCLUSIVE_REGISTRANTS_ONLY = 0x5
-    EXCLUSIVE_ACCESS_REGISTRANTS_ONLY = 0x6
-    WRITE_EXCLUSIVE_ALL_REGISTRANTS = 0x7
-    EXCLUSIVE_ACCESS_ALL_REGISTRANTS = 0x8
-
-    @property
-    def all_registrants(self) -> bool:
-        return self in (PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS)
-
-    @property
-    def registrants_only(self) -> bool:
-        return self in (
-            PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY,
-            PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
-        )
-
-    @property
-    def exclusive_access(self) -> bool:
-        """Reads are reserved too (EA, EA-RO, EA-AR), not only writes."""
-        return self in (
-            PrType.EXCLUSIVE_ACCESS,
-            PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
-            PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS,
-        )
-
-
-class PrInAction(IntEnum):
-    READ_KEYS = 0x00
-    READ_RESERVATION = 0x01
-    REPORT_CAPABILITIES = 0x02
-    READ_FULL_STATUS = 0x03
-
-
-class PrOutAction(IntEnum):
-    REGISTER = 0x00
-    RESERVE = 0x01
-    RELEASE = 0x02
-    CLEAR = 0x03
-    PREEMPT = 0x04
-    PREEMPT_AND_ABORT = 0x05
-    REGISTER_AND_IGNORE_EXISTING_KEY = 0x06
-    REGISTER_AND_MOVE = 0x07
-
-
-LU_SCOPE = 0x0
 _PR_TYPES = frozenset(int(t) for t in PrType)
 _PROUT_ACTIONS = frozenset(int(a) for a in PrOutAction)
-
-# Operation codes the reservation rules look at.
-OP_TEST_UNIT_READY = 0x00
-OP_REQUEST_SENSE = 0x03
-OP_READ6 = 0x08
-OP_INQUIRY = 0x12
-OP_RESERVE6 = 0x16
-OP_RELEASE6 = 0x17
-OP_MODE_SENSE6 = 0x1A
-OP_START_STOP_UNIT = 0x1B
-OP_RECEIVE_DIAGNOSTIC = 0x1C
-OP_PREVENT_ALLOW = 0x1E
-OP_READ_CAPACITY10 = 0x25
-OP_READ10 = 0x28
-OP_VERIFY10 = 0x2F
-OP_PRE_FETCH10 = 0x34
-OP_READ_DEFECT_DATA10 = 0x37
-OP_READ_BUFFER10 = 0x3C
-OP_READ_LONG10 = 0x3E
-OP_LOG_SENSE = 0x4D
-OP_RESERVE10 = 0x56
-OP_RELEASE10 = 0x57
-OP_MODE_SENSE10 = 0x5A
-OP_PERSISTENT_RESERVE_IN = 0x5E
-OP_PERSISTENT_RESERVE_OUT = 0x5F
-OP_VARIABLE_LENGTH = 0x7F
-OP_ACCESS_CONTROL_IN = 0x86
-OP_ACCESS_CONTROL_OUT = 0x87
-OP_READ16 = 0x88
-OP_READ_ATTRIBUTE = 0x8C
-OP_VERIFY16 = 0x8F
-OP_PRE_FETCH16 = 0x90
-OP_READ_BUFFER16 = 0x9B
-OP_SERVICE_ACTION_IN16 = 0x9E
-OP_REPORT_LUNS = 0xA0
-OP_SECURITY_PROTOCOL_IN = 0xA2
-OP_MAINTENANCE_IN = 0xA3
-OP_READ12 = 0xA8
-OP_SERVICE_ACTION_IN12 = 0xAB
-OP_VERIFY12 = 0xAF
-OP_READ_DEFECT_DATA12 = 0xB7
-
-_RESERVE_RELEASE_OPS = frozenset({OP_RESERVE6, OP_RELEASE6, OP_RESERVE10, OP_RELEASE10})
-
-
-class _Access(IntEnum):
-    """How a command fares under a persistent reservation held by someone else."""
-
-    ALLOWED = 0  # allowed for everyone under every type
-    READ = 1  # allowed through Write Exclusive types, conflicts under Exclusive Access types
-    WRITE = 2  # conflicts unless the I_T nexus is registered under an RO/AR type
-
-
-# Always allowed (SPC-4 table 63 rows "Allowed" in every column; SBC-3 READ CAPACITY).
-_ALWAYS_ALLOWED_OPS = frozenset(
-    {
-        OP_TEST_UNIT_READY,
-        OP_REQUEST_SENSE,
-        OP_INQUIRY,
-        OP_LOG_SENSE,
-        OP_PERSISTENT_RESERVE_IN,
-        # PERSISTENT RESERVE OUT: its service action table (SPC-4 table 64) is a matter of
-        # registration and key, which persistent_reserve_out() enforces itself.
-        OP_PERSISTENT_RESERVE_OUT,
-        OP_REPORT_LUNS,
-        OP_ACCESS_CONTROL_IN,
-        OP_ACCESS_CONTROL_OUT,
-        OP_READ_CAPACITY10,
-    }
+_TYPED_ACTIONS = frozenset(
+    (PrOutAction.RESERVE, PrOutAction.RELEASE, PrOutAction.PREEMPT, PrOutAction.PREEMPT_AND_ABORT)
 )
-# MAINTENANCE IN service actions allowed everywhere: REPORT IDENTIFYING INFORMATION,
-# REPORT TARGET PORT GROUPS, REPORT ALIASES, REPORT PRIORITY, REPORT TIMESTAMP.
-_MI_ALWAYS = frozenset({0x05, 0x0A, 0x0B, 0x0E, 0x0F})
-# MAINTENANCE IN read-like: REPORT SUPPORTED OPERATION CODES, REPORT SUPPORTED TMFs,
-# MANAGEMENT PROTOCOL IN.
-_MI_READ = frozenset({0x0C, 0x0D, 0x10})
-# Read-like commands: allowed through Write Exclusive reservations (ALLOW COMMANDS = 011b).
-_READ_OPS = frozenset(
-    {
-        OP_MODE_SENSE6,
-        OP_MODE_SENSE10,
-        OP_READ_ATTRIBUTE,
-        OP_READ_BUFFER10,
-        OP_READ_BUFFER16,
-        OP_RECEIVE_DIAGNOSTIC,
-        OP_SECURITY_PROTOCOL_IN,
-        OP_READ6,
-        OP_READ10,
-        OP_READ12,
-        OP_READ16,
-        OP_VERIFY10,
-        OP_VERIFY12,
-        OP_VERIFY16,
-        OP_PRE_FETCH10,
-        OP_PRE_FETCH16,
-        OP_READ_DEFECT_DATA10,
-        OP_READ_DEFECT_DATA12,
-        OP_READ_LONG10,
-    }
-)
-_SAI16_ALWAYS = frozenset({0x10})  # READ CAPACITY(16)
-_SAI16_READ = frozenset({0x11, 0x12, 0x13})  # READ LONG(16), GET LBA STATUS, REPORT REFERRALS
-_VARLEN_READ = frozenset({0x0009, 0x000A})  # READ(32), VERIFY(32)
 
 
-def _classify(cdb: bytes) -> _Access:
-    """The access class of a command (everything not listed is write-like, i.e. conflicts)."""
-    op = cdb[0]
-    sa = cdb[1] & 0x1F if len(cdb) > 1 else 0
-    if op in _ALWAYS_ALLOWED_OPS:
-        return _Access.ALLOWED
-    if op in _READ_OPS:
-        return _Access.READ
-    if op == OP_MAINTENANCE_IN:
-        if sa in _MI_ALWAYS:
-            return _Access.ALLOWED
-        if sa in _MI_READ:
-            return _Access.READ
-        return _Access.WRITE
-    if op == OP_SERVICE_ACTION_IN16:
-        if sa in _SAI16_ALWAYS:
-            return _Access.ALLOWED
-        if sa in _SAI16_READ:
-            return _Access.READ
-        return _Access.WRITE
-    if op == OP_SERVICE_ACTION_IN12 and sa == 0x01:  # READ MEDIA SERIAL NUMBER
-        return _Access.ALLOWED
-    if op == OP_PREVENT_ALLOW:
-        prevent = cdb[4] & 0x03 if len(cdb) > 4 else 0
-        return _Access.ALLOWED if prevent == 0 else _Access.WRITE
-    if op == OP_START_STOP_UNIT:
-        # SBC-3: START=1 with POWER CONDITION 0h is allowed; stopping the unit is not.
-        b4 = cdb[4] if len(cdb) > 4 else 0
-        return _Access.ALLOWED if (b4 & 0x01) and not (b4 & 0xF0) else _Access.WRITE
-    if op == OP_VARIABLE_LENGTH and len(cdb) >= 10:
-        if int.from_bytes(cdb[8:10], "big") in _VARLEN_READ:
-            return _Access.READ
-        return _Access.WRITE
-    return _Access.WRITE
+# Bound once: an Enum member lookup costs ~0.15 us on Python 3.11, and conflict() runs
+# before every command while anything is registered or reserved.
+_EXEMPT, _PR_EXEMPT, _WRITE = Access.EXEMPT, Access.PR_EXEMPT, Access.WRITE
+_RESERVE_RELEASE = Access.RESERVE_RELEASE
 
 
-def _spc2_allowed(cdb: bytes) -> bool:
-    """Commands another I_T nexus may still run while an SPC-2 reservation is held (SPC-2 5.5.1)."""
-    op = cdb[0]
-    if op in (OP_INQUIRY, OP_REQUEST_SENSE, OP_REPORT_LUNS, OP_LOG_SENSE, OP_RELEASE6, OP_RELEASE10):
-        return True
-    if op == OP_PREVENT_ALLOW:
-        return len(cdb) > 4 and (cdb[4] & 0x03) == 0
-    # REPORT TARGET PORT GROUPS, so multipath can still find its paths.
-    return op == OP_MAINTENANCE_IN and len(cdb) > 1 and (cdb[1] & 0x1F) == 0x0A
+def access_of(cdb: bytes) -> Access | AccessRule:
+    """The reservation class the row of `cdb` declares.
 
-
-# ---------------------------------------------------------------------------------------
-# TransportIDs (SPC-4 7.6.4.6, iSCSI)
-
-
-def split_port_name(initiator: str) -> tuple[str, str | None]:
-    """Split an iSCSI initiator port name "name,i,0xISID" into (name, ISID hex or None)."""
-    idx = initiator.lower().find(_ISID_SEPARATOR)
-    if idx < 0:
-        return initiator, None
-    return initiator[:idx], initiator[idx + len(_ISID_SEPARATOR) :]
-
-
-def _norm_port_name(initiator: str) -> str:
-    """Case-fold for comparisons: iSCSI names are lowercase after normalisation, ISIDs are hex."""
-    name, isid = split_port_name(initiator)
-    if isid is None:
-        return name.lower()
-    return f"{name.lower()}{_ISID_SEPARATOR}{isid.lower()}"
-
-
-def encode_transport_id(initiator: str) -> bytes:
-    """iSCSI TransportID: format 01b (name + ",i,0x" + ISID) if the port name has an ISID,
-    otherwise format 00b (name only); null terminated, padded to a multiple of 4, >= 24 bytes."""
-    name, isid = split_port_name(initiator)
-    fmt = 0x00 if isid is None else 0x01
-    text = name if isid is None else f"{name}{_ISID_SEPARATOR}{isid}"
-    body = text.encode("utf-8") + b"\x00"
-    body += b"\x00" * (-len(body) % 4)
-    if len(body) < 20:
-        body += b"\x00" * (20 - len(body))
-    return bytes([(fmt << 6) | ISCSI_PROTOCOL_ID, 0]) + len(body).to_bytes(2, "big") + body
-
-
-def decode_transport_id(data: bytes) -> tuple[str, int]:
-    """Parse an iSCSI TransportID; returns (initiator port or device name, bytes consumed).
-
-    Raises ValueError for anything but a well-formed iSCSI TransportID.
+    A CDB with no row conflicts as a write-like command does, the fail-safe answer; the
+    dispatcher never asks about one, it answers INVALID OPERATION CODE first.
     """
-    if len(data) < 4:
-        raise ValueError("short TransportID")
-    fmt = data[0] >> 6
-    if data[0] & 0x0F != ISCSI_PROTOCOL_ID or fmt not in (0, 1):
-        raise ValueError("not an iSCSI TransportID")
-    length = int.from_bytes(data[2:4], "big")
-    if length < 4 or length % 4 or 4 + length > len(data):
-        raise ValueError("bad TransportID length")
-    raw = data[4 : 4 + length]
-    end = raw.find(b"\x00")
-    if end <= 0:
-        raise ValueError("TransportID name not null terminated")
-    try:
-        text = raw[:end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError("TransportID name not UTF-8") from exc
-    name, isid = split_port_name(text)
-    if fmt == 1 and (isid is None or not name):
-        raise ValueError("format 01b TransportID without ISID")
-    if fmt == 0 and isid is not None:
-        raise ValueError("format 00b TransportID with ISID")
-    return text, 4 + length
+    row = row_for(cdb)
+    return row.access if row is not None else _WRITE
 
 
-# ---------------------------------------------------------------------------------------
-# State
-
-
-@dataclass
-class Registration:
-    key: int
-    all_tg_pt: bool = False  # created by a REGISTER with ALL_TG_PT=1 (one of a group)
-
-
-@dataclass
-class PersistentReservation:
-    type: PrType
-    holder: Nexus | None  # None for the all-registrants types: every registrant holds it
-    scope: int = LU_SCOPE
-
-
-def _invalid_cdb(byte: int, bit: int | None = None) -> ScsiError:
-    return ScsiError(ILLEGAL_REQUEST, *ASC_INVALID_FIELD_IN_CDB, field_pointer=byte, bit_pointer=bit)
-
-
-def _invalid_param(byte: int, bit: int | None = None) -> ScsiError:
-    return ScsiError(
-        ILLEGAL_REQUEST, *ASC_INVALID_FIELD_IN_PARAMETER_LIST, field_pointer=byte, bit_pointer=bit, cd=False
-    )
-
-
-def _param_length_error() -> ScsiError:
-    return ScsiError(ILLEGAL_REQUEST, *ASC_PARAMETER_LIST_LENGTH_ERROR)
-
-
-class Reservations:
+class Reservations(PrState):
     """SPC-2 and SPC-4 persistent reservation state of one logical unit.
 
     Features: all six PR types at LU scope; REGISTER, REGISTER AND IGNORE EXISTING KEY,
@@ -357,119 +98,55 @@ class Reservations:
     """
 
     def __init__(self, port_names: dict[int, str], on_change: Callable[[], None] | None = None) -> None:
+        super().__init__()
         self.port_names = dict(port_names)
         self.on_change = on_change
-        self.generation = 0
-        self.aptpl = False
-        self.registrations: dict[Nexus, Registration] = {}
-        self.reservation: PersistentReservation | None = None
-        self.spc2_holder: Nexus | None = None
         # Nexuses whose registrations the last PREEMPT / PREEMPT AND ABORT removed...
         self.last_preempted: list[Nexus] = []
         # ...and, for PREEMPT AND ABORT only, those whose tasks the transport must abort.
         self.last_abort: list[Nexus] = []
         self._uas: list[tuple[Nexus, int, int]] = []
 
-    # ----------------------------------------------------------------- queries
-
-    def is_registered(self, nexus: Nexus) -> bool:
-        return nexus in self.registrations
-
-    def is_holder(self, nexus: Nexus) -> bool:
-        """Whether the I_T nexus holds the persistent reservation (SPC-4 5.13.10)."""
-        res = self.reservation
-        if res is None:
-            return False
-        if res.type.all_registrants:
-            return nexus in self.registrations
-        return res.holder == nexus
-
-    def reservation_key(self) -> int:
-        """The key READ RESERVATION reports: the holder's, or 0 for all-registrants types."""
-        res = self.reservation
-        if res is None or res.holder is None:
-            return 0
-        return self.registrations[res.holder].key
-
     # ----------------------------------------------------------------- conflicts
 
-    def conflict(self, nexus: Nexus, cdb: bytes) -> bool:
-        """True if the command must end with RESERVATION CONFLICT before it runs."""
+    def conflict(self, nexus: Nexus, cdb: bytes, access: Access | AccessRule | None = None) -> bool:
+        """True if the command must end with RESERVATION CONFLICT before it runs.
+
+        `access` is the reservation class of the command's row (the dispatcher passes the
+        one it looked up); without it the row is looked up from the CDB.
+        """
+        if self.spc2_holder is None and self.reservation is None and not self.registrations:
+            return False  # nothing reserved or registered, so nothing conflicts: the common case
         if not cdb:
             return False
-        op = cdb[0]
-        if op in _RESERVE_RELEASE_OPS:
-            return self._reserve_release_conflict(nexus, op)
-        if self.spc2_holder is not None and self.spc2_holder != nexus and not _spc2_allowed(cdb):
-            return True
-        return self._pr_conflict(nexus, cdb)
-
-    def _pr_conflict(self, nexus: Nexus, cdb: bytes) -> bool:
+        if access is None:
+            access = access_of(cdb)
+        if access is _RESERVE_RELEASE:
+            return spc2.reserve_release_conflict(self, nexus, cdb[0])
+        holder = self.spc2_holder
         res = self.reservation
-        if res is None or self.is_holder(nexus):
+        if holder is None and res is None:
             return False
-        access = _classify(cdb)
-        if access is _Access.ALLOWED:
+        if not isinstance(access, Access):
+            access = access(cdb)
+        if holder is not None and holder != nexus and access is not _EXEMPT:
+            return True  # SPC-2 5.5.1: only a few commands pass another's reservation
+        if res is None or access <= _PR_EXEMPT or self.is_holder(nexus):
             return False
-        if not (res.type.registrants_only or res.type.all_registrants):
-            # WE / EA: every non-holder is treated alike, registered or not.
-            return access is _Access.WRITE or res.type.exclusive_access
-        if nexus in self.registrations:
+        if (res.type.registrants_only or res.type.all_registrants) and nexus in self.registrations:
             return False
-        return access is _Access.WRITE or res.type.exclusive_access
-
-    def _reserve_release_conflict(self, nexus: Nexus, op: int) -> bool:
-        if self.registrations:
-            # SPC-4 5.13.3: GOOD without effect for the PR holder and for registrants under
-            # an RO/AR reservation; otherwise SPC-2 applies, and SPC-2 says any registration
-            # makes every RESERVE and RELEASE conflict.
-            return not self._spc2_noop_under_pr(nexus)
-        if op in (OP_RESERVE6, OP_RESERVE10):
-            return self.spc2_holder is not None and self.spc2_holder != nexus
-        return False  # RELEASE from a non-holder is GOOD and does nothing
-
-    def _spc2_noop_under_pr(self, nexus: Nexus) -> bool:
-        if self.is_holder(nexus):
-            return True
-        res = self.reservation
-        return (
-            res is not None
-            and (res.type.registrants_only or res.type.all_registrants)
-            and nexus in self.registrations
-        )
+        # WE / EA treat every non-holder alike, registered or not.
+        return access is _WRITE or res.type.exclusive_access
 
     # ----------------------------------------------------------------- SPC-2
 
     def reserve(self, nexus: Nexus, cdb: bytes) -> None:
         """RESERVE(6) / RESERVE(10): reserve the whole logical unit for this I_T nexus."""
-        self._check_spc2_cdb(cdb)
-        if self._reserve_release_conflict(nexus, cdb[0]):
-            raise ReservationConflict()
-        if self.registrations:
-            return  # 5.13.3: GOOD, no reservation established, PR unchanged
-        self.spc2_holder = nexus
+        spc2.reserve(self, nexus, cdb)
 
     def release(self, nexus: Nexus, cdb: bytes) -> None:
         """RELEASE(6) / RELEASE(10): GOOD; releases only if this I_T nexus holds the reservation."""
-        self._check_spc2_cdb(cdb)
-        if self._reserve_release_conflict(nexus, cdb[0]):
-            raise ReservationConflict()
-        if self.registrations:
-            return
-        if self.spc2_holder == nexus:
-            self.spc2_holder = None
-
-    @staticmethod
-    def _check_spc2_cdb(cdb: bytes) -> None:
-        if not cdb or cdb[0] not in _RESERVE_RELEASE_OPS:
-            raise _invalid_cdb(0, 7)
-        b1 = cdb[1] if len(cdb) > 1 else 0
-        if b1 & 0x10:  # 3RDPTY
-            raise _invalid_cdb(1, 4)
-        if cdb[0] in (OP_RESERVE10, OP_RELEASE10) and b1 & 0x02:  # LONGID
-            raise _invalid_cdb(1, 1)
-        if b1 & 0x01:  # EXTENT (obsolete)
-            raise _invalid_cdb(1, 0)
+        spc2.release(self, nexus, cdb)
 
     def nexus_loss(self, nexus: Nexus) -> None:
         """I_T nexus loss: drops that nexus's SPC-2 reservation; PR registrations persist."""
@@ -492,72 +169,16 @@ class Reservations:
         uas, self._uas = self._uas, []
         return uas
 
-    def _ua(self, nexuses: Iterable[Nexus], asc_ascq: tuple[int, int]) -> None:
+    def _ua(self, nexuses: Iterable[Nexus], code: Asc) -> None:
         for n in nexuses:
-            self._uas.append((n, *asc_ascq))
+            self._uas.append((n, code.asc, code.ascq))
 
     # ----------------------------------------------------------------- PR IN
 
     def persistent_reserve_in(self, nexus: Nexus, cdb: bytes, alloc_len: int) -> bytes:
         """PERSISTENT RESERVE IN (0x5E); the answer is cut to alloc_len."""
-        sa = cdb[1] & 0x1F if len(cdb) > 1 else 0
         self._check_spc2_holder(nexus)
-        if sa == PrInAction.READ_KEYS:
-            data = self._read_keys()
-        elif sa == PrInAction.READ_RESERVATION:
-            data = self._read_reservation()
-        elif sa == PrInAction.REPORT_CAPABILITIES:
-            data = self._report_capabilities()
-        elif sa == PrInAction.READ_FULL_STATUS:
-            data = self._read_full_status()
-        else:
-            raise _invalid_cdb(1, 4)
-        return data[: max(alloc_len, 0)]
-
-    def _header(self, additional: int) -> bytes:
-        return self.generation.to_bytes(4, "big") + additional.to_bytes(4, "big")
-
-    def _read_keys(self) -> bytes:
-        keys = b"".join(reg.key.to_bytes(8, "big") for reg in self.registrations.values())
-        return self._header(len(keys)) + keys
-
-    def _read_reservation(self) -> bytes:
-        res = self.reservation
-        if res is None:
-            return self._header(0)
-        body = bytearray(16)
-        body[0:8] = self.reservation_key().to_bytes(8, "big")
-        body[13] = (res.scope << 4) | int(res.type)
-        return self._header(len(body)) + bytes(body)
-
-    def _report_capabilities(self) -> bytes:
-        data = bytearray(8)
-        data[0:2] = (8).to_bytes(2, "big")
-        # CRH=1 (5.13.3 handling), SIP_C=0, ATP_C=1, PTPL_C=1.
-        data[2] = 0x10 | 0x04 | 0x01
-        # TMV=1, ALLOW COMMANDS=011b (TUR through WE/EA; read-like commands through WE).
-        data[3] = 0x80 | (0b011 << 4) | (0x01 if self.aptpl else 0x00)
-        mask = 0
-        for t in PrType:
-            mask |= _TYPE_MASK_BITS[t]
-        data[4:6] = mask.to_bytes(2, "big")
-        return bytes(data)
-
-    def _read_full_status(self) -> bytes:
-        res = self.reservation
-        body = bytearray()
-        for n, reg in self.registrations.items():
-            tid = encode_transport_id(n.initiator)
-            desc = bytearray(24)
-            desc[0:8] = reg.key.to_bytes(8, "big")
-            if res is not None and self.is_holder(n):
-                desc[12] = 0x01  # R_HOLDER
-                desc[13] = (res.scope << 4) | int(res.type)
-            # One descriptor per I_T nexus, so ALL_TG_PT stays 0 and the port is exact.
-            desc[18:20] = (n.port & 0xFFFF).to_bytes(2, "big")
-            desc[20:24] = len(tid).to_bytes(4, "big")
-            body += desc + tid
-        return self._header(len(body)) + bytes(body)
+        return persistent_reserve_in_data(self, cdb)[: max(alloc_len, 0)]
 
     # ----------------------------------------------------------------- PR OUT
 
@@ -565,19 +186,18 @@ class Reservations:
         """PERSISTENT RESERVE OUT (0x5F). Raises ScsiError or ReservationConflict on failure."""
         self.last_preempted = []
         self.last_abort = []
-        if len(cdb) < 10:
-            raise _invalid_cdb(0, 7)
-        sa = cdb[1] & 0x1F
+        layout = PersistentReserveOut
+        if len(cdb) < layout.size:
+            raise invalid_field_in_cdb(0, 7)
+        sa = layout.sa(cdb)
         if sa not in _PROUT_ACTIONS:
-            raise _invalid_cdb(1, 4)
+            raise layout.sa.invalid()
         action = PrOutAction(sa)
-        scope = cdb[2] >> 4
-        raw_type = cdb[2] & 0x0F
-        plen = int.from_bytes(cdb[5:9], "big")
+        plen = layout.length(cdb)
         self._check_spc2_holder(nexus)
         data = bytes(data[:plen])
         if plen < _BASIC_PARAM_LEN or len(data) < plen:
-            raise _param_length_error()
+            raise parameter_list_length_error()
 
         if action is PrOutAction.REGISTER_AND_MOVE:
             self._register_and_move(nexus, data)
@@ -588,21 +208,17 @@ class Reservations:
         aptpl = bool(data[20] & 0x01)
         registering = action in (PrOutAction.REGISTER, PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY)
         if registering and spec_i_pt:
-            raise _invalid_param(20, 3)  # SIP_C=0
+            raise invalid_field_in_parameter_list(20, 3)  # SIP_C=0
         if plen != _BASIC_PARAM_LEN:
-            raise _param_length_error()
+            raise parameter_list_length_error()
 
         pr_type: PrType | None = None
-        if action in (
-            PrOutAction.RESERVE,
-            PrOutAction.RELEASE,
-            PrOutAction.PREEMPT,
-            PrOutAction.PREEMPT_AND_ABORT,
-        ):
-            if scope != LU_SCOPE:
-                raise _invalid_cdb(2, 7)
+        if action in _TYPED_ACTIONS:
+            if layout.scope(cdb) != LU_SCOPE:
+                raise layout.scope.invalid()
+            raw_type = layout.type(cdb)
             if raw_type not in _PR_TYPES:
-                raise _invalid_cdb(2, 3)
+                raise layout.type.invalid()
             pr_type = PrType(raw_type)
 
         key = int.from_bytes(data[0:8], "big")
@@ -679,7 +295,7 @@ class Reservations:
             # registrants of a registrants-only reservation learn it by unit attention.
             self.reservation = None
             if res.type.registrants_only:
-                self._ua((n for n in self.registrations if n != initiated_by), ASC_RESERVATIONS_RELEASED)
+                self._ua((n for n in self.registrations if n != initiated_by), Asc.RESERVATIONS_RELEASED)
         elif res.type.all_registrants and not self.registrations:
             self.reservation = None  # the last holder of an all-registrants reservation left
 
@@ -699,10 +315,10 @@ class Reservations:
         if res is None or not self.is_holder(nexus):
             return  # GOOD, nothing to release
         if res.type != pr_type or res.scope != LU_SCOPE:
-            raise ScsiError(ILLEGAL_REQUEST, *ASC_INVALID_RELEASE_OF_PR)
+            raise illegal(Asc.INVALID_RELEASE_OF_PERSISTENT_RESERVATION)
         self.reservation = None
         if res.type.registrants_only or res.type.all_registrants:
-            self._ua((n for n in self.registrations if n != nexus), ASC_RESERVATIONS_RELEASED)
+            self._ua((n for n in self.registrations if n != nexus), Asc.RESERVATIONS_RELEASED)
         self._changed()
 
     # CLEAR (SPC-4 5.13.11.3)
@@ -710,7 +326,7 @@ class Reservations:
         others = [n for n in self.registrations if n != nexus]
         self.registrations.clear()
         self.reservation = None
-        self._ua(others, ASC_RESERVATIONS_PREEMPTED)
+        self._ua(others, Asc.RESERVATIONS_PREEMPTED)
         self._bump()
 
     # PREEMPT / PREEMPT AND ABORT (SPC-4 5.13.11.4)
@@ -723,7 +339,7 @@ class Reservations:
             self._remove_preempted(removed)
             self.reservation = PersistentReservation(pr_type, None if pr_type.all_registrants else nexus)
         elif sa_key == 0:
-            raise _invalid_param(8)
+            raise invalid_field_in_parameter_list(8)
         elif res is not None and not res.type.all_registrants and sa_key == self.reservation_key():
             # Preempt the reservation: remove the holders of that key (but not ourselves),
             # take the reservation with the requested type.
@@ -731,7 +347,7 @@ class Reservations:
             self._remove_preempted(removed)
             self.reservation = PersistentReservation(pr_type, None if pr_type.all_registrants else nexus)
             if res.type != pr_type:
-                self._ua((n for n in self.registrations if n != nexus), ASC_RESERVATIONS_RELEASED)
+                self._ua((n for n in self.registrations if n != nexus), Asc.RESERVATIONS_RELEASED)
         else:
             # Only registrations go; the reservation (if any) is untouched.
             matching = [n for n, r in self.registrations.items() if r.key == sa_key]
@@ -746,7 +362,7 @@ class Reservations:
     def _remove_preempted(self, removed: list[Nexus]) -> None:
         for n in removed:
             del self.registrations[n]
-        self._ua(removed, ASC_REGISTRATIONS_PREEMPTED)
+        self._ua(removed, Asc.REGISTRATIONS_PREEMPTED)
 
     # REGISTER AND MOVE (SPC-4 5.13.8)
     def _register_and_move(self, nexus: Nexus, data: bytes) -> None:
@@ -757,7 +373,7 @@ class Reservations:
         rel_port = int.from_bytes(data[18:20], "big")
         tid_len = int.from_bytes(data[20:24], "big")
         if _BASIC_PARAM_LEN + tid_len > len(data):
-            raise _param_length_error()
+            raise parameter_list_length_error()
 
         reg = self.registrations.get(nexus)
         if reg is None or reg.key != key:
@@ -766,18 +382,18 @@ class Reservations:
         if res is None or res.type.all_registrants or res.holder != nexus:
             raise ReservationConflict()
         if sa_key == 0:
-            raise _invalid_param(8)
+            raise invalid_field_in_parameter_list(8)
         if rel_port not in self.port_names:
-            raise _invalid_param(18)
+            raise invalid_field_in_parameter_list(18)
         try:
             initiator, used = decode_transport_id(data[24 : 24 + tid_len])
         except ValueError:
-            raise _invalid_param(24) from None
+            raise invalid_field_in_parameter_list(24) from None
         if used > tid_len:
-            raise _invalid_param(20)
+            raise invalid_field_in_parameter_list(20)
         dest = self._resolve_nexus(initiator, rel_port)
         if dest == nexus:
-            raise _invalid_param(24)
+            raise invalid_field_in_parameter_list(24)
 
         dest_reg = self.registrations.get(dest)
         if dest_reg is None:
@@ -792,10 +408,10 @@ class Reservations:
 
     def _resolve_nexus(self, initiator: str, port: int) -> Nexus:
         """The I_T nexus a TransportID names, reusing the spelling of a known registrant."""
-        norm = _norm_port_name(initiator)
+        norm = normalize_port_name(initiator)
         _, isid = split_port_name(initiator)
         known = [n for n in self.registrations if n.port == port]
-        exact = [n for n in known if _norm_port_name(n.initiator) == norm]
+        exact = [n for n in known if normalize_port_name(n.initiator) == norm]
         if exact:
             return exact[0]
         if isid is None:  # format 00b names a device; accept it if one of its ports is registered
@@ -879,13 +495,3 @@ class Reservations:
             if consistent:
                 self.reservation = PersistentReservation(pr_type, holder, int(res.get("scope", LU_SCOPE)))
         return self
-
-
-_TYPE_MASK_BITS: dict[PrType, int] = {
-    PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS: 1 << 15,
-    PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY: 1 << 14,
-    PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY: 1 << 13,
-    PrType.EXCLUSIVE_ACCESS: 1 << 11,
-    PrType.WRITE_EXCLUSIVE: 1 << 9,
-    PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS: 1 << 0,
-}

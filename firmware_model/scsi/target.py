@@ -2,7 +2,9 @@
 
 The transport calls `execute` with one command and gets status, data and sense back;
 it never sees an exception. Unit attentions are queued per (I_T nexus, LUN) and
-reported in SAM-5 priority order (resets first).
+reported in SAM-5 priority order (resets first). Whether a command passes a unit
+attention or an inaccessible port's gate is read from its row (catalog.py), looked up
+once per command in the unit's table.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import logging
 from collections.abc import Callable
 
 from firmware_model.clock import Clock
-from firmware_model.scsi.constants import AluaState, Asc, Opcode, SenseKey
-from firmware_model.scsi.errors import ScsiError, invalid_opcode
+from firmware_model.scsi.constants import AluaState, Asc, SenseKey
+from firmware_model.scsi.errors import ScsiError, illegal, internal_target_failure, invalid_opcode, scsi_error
 from firmware_model.scsi.identity import TargetIdentity
 from firmware_model.scsi.sense import build_sense, sense_for
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
@@ -22,15 +24,10 @@ __all__ = ["ScsiTarget", "TargetIdentity"]
 
 log = logging.getLogger(__name__)
 
-# Commands that neither report nor (except REQUEST SENSE) clear a unit attention (SAM-5 5.14).
-_UA_EXEMPT = frozenset((Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE))
-_RESET_CLASS = 0x29
-# What a logical drive still answers through a standby or unavailable port (SPC-4 5.15.2.4):
-# its identity, LUN list, sense, and MAINTENANCE IN (REPORT TARGET PORT GROUPS, RSOC).
-_ALUA_ALLOWED = frozenset(
-    (Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE, Opcode.MAINTENANCE_IN)
-)
-_GATE_SENSE: dict[int, int] = {
+_RESET_CLASS = Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET >> 8
+# The answer of a logical drive through a port in each inaccessible state, to the commands
+# whose row does not list that state (SPC-4 5.15.2.4).
+_GATE_SENSE: dict[int, Asc] = {
     AluaState.STANDBY: Asc.NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY,
     AluaState.UNAVAILABLE: Asc.NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE,
     AluaState.TRANSITIONING: Asc.NOT_ACCESSIBLE_ASYMMETRIC_TRANSITION,
@@ -51,11 +48,11 @@ class ScsiTarget:
         self._nounit = NoUnit()
         self._nounit.attach(self, -1)
         self._logged: set[tuple[str, int]] = set()
-        # ALUA: one target port group per port. `_gate` holds the NOT READY answer of each port
-        # whose logical drives are not accessible; it is empty (one falsy check) when all are.
+        # ALUA: one target port group per port. `_gate` holds the state and NOT READY answer of
+        # each port whose logical drives are not accessible; it is empty (one falsy check) when all are.
         self._port_state: dict[int, int] = {p: AluaState.ACTIVE_OPTIMIZED for p in (1, 2)}
         self._implicit: set[int] = set()  # ports whose state an implicit change set
-        self._gate: dict[int, ScsiError] = {}
+        self._gate: dict[int, tuple[int, ScsiError]] = {}
         # Told of every nexus the target starts or stops knowing (RSO's restore rule).
         self.nexus_observer: Callable[[Nexus, bool], None] | None = None
 
@@ -140,7 +137,8 @@ class ScsiTarget:
         return port in self._implicit
 
     def gate_error(self, port: int) -> ScsiError | None:
-        return self._gate.get(port)
+        gate = self._gate.get(port)
+        return gate[1] if gate is not None else None
 
     def set_port_states(self, states: dict[int, int]) -> list[int]:
         """Switch ports' access states at once for every logical drive; returns the ports changed.
@@ -154,11 +152,11 @@ class ScsiTarget:
         for p in changed:
             self._port_state[p] = states[p]
             self._implicit.add(p)
-        gate: dict[int, ScsiError] = {}
+        gate: dict[int, tuple[int, ScsiError]] = {}
         for p, st in self._port_state.items():
             code = _GATE_SENSE.get(st)
             if code is not None:
-                gate[p] = ScsiError(SenseKey.NOT_READY, code >> 8, code & 0xFF)
+                gate[p] = (st, scsi_error(SenseKey.NOT_READY, code))
         self._gate = gate
         woke = {p for p in changed if states[p] in (AluaState.ACTIVE_OPTIMIZED, AluaState.ACTIVE_NON_OPTIMIZED)}
         for n in self._nexuses:
@@ -191,7 +189,11 @@ class ScsiTarget:
             cdb = req.cdb
             if not cdb:
                 raise invalid_opcode()
-            if self._ua and cdb[0] not in _UA_EXEMPT and unit.present:
+            # The command's entry, looked up once (None: the unit answers the unknown command).
+            entry = unit.table.get(cdb[0])
+            if isinstance(entry, dict):
+                entry = unit.lookup(cdb)
+            if self._ua and unit.present and (entry is None or not entry.ua_exempt):
                 code = self.pop_unit_attention(nexus, req.lun)
                 if code is not None:
                     return ScsiResult(
@@ -199,11 +201,11 @@ class ScsiTarget:
                         b"",
                         sense_for(SenseKey.UNIT_ATTENTION, code, unit.d_sense),
                     )
-            if self._gate and req.lun and cdb[0] not in _ALUA_ALLOWED and unit.present:
-                err = self._gate.get(nexus.port)
-                if err is not None:
-                    raise err
-            return unit.execute(req)
+            if self._gate and req.lun and unit.present:
+                gate = self._gate.get(nexus.port)
+                if gate is not None and (entry is None or gate[0] not in entry.alua):
+                    raise gate[1]
+            return unit.dispatch(req, entry)
         except ScsiError as err:
             return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))
         except OSError as exc:
@@ -214,16 +216,14 @@ class ScsiTarget:
             if key not in self._logged:
                 self._logged.add(key)
                 log.error("opcode %#x on LUN %d failed: %s", op, req.lun, exc)
-            failure = ScsiError(SenseKey.HARDWARE_ERROR, 0x44, 0x00)
-            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(failure, unit.d_sense))
+            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(internal_target_failure(), unit.d_sense))
         except Exception:
             op = req.cdb[0] if req.cdb else -1
             key = (type(unit).__name__, op)
             if key not in self._logged:
                 self._logged.add(key)
                 log.exception("internal error executing opcode %#x on LUN %d", op, req.lun)
-            failure = ScsiError(SenseKey.HARDWARE_ERROR, 0x44, 0x00)
-            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(failure, unit.d_sense))
+            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(internal_target_failure(), unit.d_sense))
 
     def check_data_out(self, req: ScsiRequest) -> ScsiResult | None:
         """The answer to a command whose expected data-out no unit could take, or None to go on.
@@ -237,10 +237,7 @@ class ScsiTarget:
         unit = self.luns.get(req.lun) or self._nounit
         if req.expected_length <= unit.max_data_out:
             return None
-        if not unit.present:
-            err = ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED >> 8, 0)
-        else:
-            err = ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB >> 8, 0)
+        err = illegal(Asc.INVALID_FIELD_IN_CDB if unit.present else Asc.LOGICAL_UNIT_NOT_SUPPORTED)
         return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))
 
     # ------------------------------------------------- resets and nexuses

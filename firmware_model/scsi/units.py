@@ -1,19 +1,43 @@
 """Logical units: the SPC commands every unit answers, and the LUN 0 controller device.
 
-A unit owns a command table (opcode -> CommandSpec + bound handler). The same table
-dispatches, checks CDB bits and feeds REPORT SUPPORTED OPERATION CODES; vendor
-commands are added with `register`.
+A unit binds the rows of the command table (catalog.py) it implements into its own table
+(opcode -> Entry); the same table dispatches, checks CDB bits and feeds REPORT SUPPORTED
+OPERATION CODES. Vendor commands are added with `register`.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Collection
+from typing import Protocol
 
-from firmware_model.scsi.commands import CommandSpec, Entry, Handler, usage
+from firmware_model.lun_address import encode_lun
+from firmware_model.scsi.catalog import (
+    COMMANDS,
+    Inquiry,
+    ModeSelect6,
+    ModeSelect10,
+    ModeSense6,
+    ModeSense10,
+    ReportLuns,
+    ReportSupportedOpcodes,
+    ReportTargetPortGroups,
+    RequestSense,
+    ServiceAction,
+)
+from firmware_model.scsi.commands import (
+    Access,
+    AccessRule,
+    Command,
+    CommandSet,
+    CommandSpec,
+    Entry,
+    Handler,
+    bind,
+    vendor_row,
+)
 from firmware_model.scsi.constants import (
     Asc,
-    MaintenanceIn,
     Opcode,
     PeripheralType,
     SenseKey,
@@ -25,9 +49,10 @@ from firmware_model.scsi.errors import (
     illegal,
     invalid_field_in_cdb,
     invalid_opcode,
+    not_ready,
     parameter_list_length_error,
 )
-from firmware_model.scsi.identity import naa5
+from firmware_model.scsi.identity import TargetIdentity, naa5
 from firmware_model.scsi.inquiry import (
     lu_designators,
     port_designators,
@@ -38,21 +63,35 @@ from firmware_model.scsi.mode import ModePages, control_page, informational_exce
 from firmware_model.scsi.sense import build_sense, sense_for
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
 
-if TYPE_CHECKING:
-    from firmware_model.scsi.target import ScsiTarget
+__all__ = ["ControllerUnit", "LogicalUnit", "NoUnit", "ReservationsLike", "TargetLike", "not_ready"]
 
 GOOD = Status.GOOD
 _unpack_be16 = struct.Struct(">H").unpack_from
-_unpack_be32 = struct.Struct(">I").unpack_from
 # The most data-out one command may carry to a unit without blocks: its longest parameter
 # list (MODE SELECT(10) takes up to 65535 bytes; the vendor commands far less).
 MAX_PARAMETER_DATA = 0x10000
 
 
+class TargetLike(Protocol):
+    """What a logical unit asks of the target device it is attached to (ScsiTarget)."""
+
+    identity: TargetIdentity
+
+    def lun_list(self) -> list[int]: ...
+    def port_states(self) -> dict[int, int]: ...
+    def alua_changed(self, port: int) -> bool: ...
+    def gate_error(self, port: int) -> ScsiError | None: ...
+    def pop_unit_attention(self, nexus: Nexus, lun: int) -> int | None: ...
+    def clear_unit_attention(self, nexus: Nexus, lun: int, code: int) -> None: ...
+    def establish_unit_attention(
+        self, lun: int, code: int, *, exclude: Nexus | None = None, nexus: Nexus | None = None
+    ) -> None: ...
+
+
 class ReservationsLike(Protocol):
     """What a unit asks of its reservations object (firmware_model.scsi.reservations)."""
 
-    def conflict(self, nexus: Nexus, cdb: bytes) -> bool: ...
+    def conflict(self, nexus: Nexus, cdb: bytes, access: Access | AccessRule | None = None) -> bool: ...
     def reserve(self, nexus: Nexus, cdb: bytes) -> None: ...
     def release(self, nexus: Nexus, cdb: bytes) -> None: ...
     def persistent_reserve_in(self, nexus: Nexus, cdb: bytes, alloc_len: int) -> bytes: ...
@@ -61,23 +100,20 @@ class ReservationsLike(Protocol):
     def reset(self) -> None: ...
 
 
-def not_ready() -> ScsiError:
-    """NOT READY 04/02: stopped by START STOP UNIT until a START=1 arrives."""
-    return ScsiError(SenseKey.NOT_READY, 0x04, 0x02)
-
-
 class LogicalUnit:
     """Base of every unit: SPC commands, mode pages, per-unit state."""
 
     peripheral_type: int = PeripheralType.DIRECT_ACCESS
     present = True
+    has_medium = True  # False: no command waits for a medium (the controller device)
+    command_sets: frozenset[CommandSet] = frozenset((CommandSet.SPC,))
     versions: list[int] = [VersionDescriptor.SAM_5, VersionDescriptor.ISCSI, VersionDescriptor.SPC_4]
 
     def __init__(self, serial: str, product: str, wwn: int | None = None) -> None:
         self.serial = serial
         self.product = product
         self.wwn = wwn or naa5("lu:" + serial)
-        self.target: ScsiTarget | None = None
+        self.target: TargetLike | None = None
         self.lun = -1
         self.reservations: ReservationsLike | None = None
         self.ready = True  # False after START STOP UNIT with START=0
@@ -85,58 +121,39 @@ class LogicalUnit:
         # access commands, TEST UNIT READY included, answer with this sense instead.
         self.not_ready_reason: ScsiError | None = None
         self.mode = ModePages(self.mode_page_defaults())
-        self._table: dict[int, Entry | dict[int, Entry]] = {}
-        for spec, handler in self.command_specs():
-            self._add(spec, handler)
+        # opcode -> Entry, or opcode -> service action -> Entry. The target reads it directly
+        # for the common case (one dict lookup per command); everything else goes via `lookup`.
+        self.table: dict[int, Entry | dict[int, Entry]] = {}
+        for row in COMMANDS:
+            if self.implements(row):
+                self._add(row)
 
     # ----------------------------------------------------------------- table
-    def command_specs(self) -> list[tuple[CommandSpec, Handler]]:
-        """The commands of this unit; subclasses extend the list."""
-        return [
-            (CommandSpec(usage(0x00, 0, 0, 0, 0, 0), media=True, timeout=5), self.test_unit_ready),
-            (CommandSpec(usage(0x03, 0x01, 0, 0, 0xFF, 0), timeout=5), self.request_sense),
-            (CommandSpec(usage(0x12, 0x01, 0xFF, 0xFF, 0xFF, 0), timeout=5), self.inquiry),
-            (CommandSpec(usage(0x15, 0x11, 0, 0, 0xFF, 0)), self.mode_select),
-            (CommandSpec(usage(0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0), timeout=5), self.mode_sense),
-            (CommandSpec(usage(0x55, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0)), self.mode_select),
-            (
-                CommandSpec(usage(0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0), timeout=5),
-                self.mode_sense,
-            ),
-            (
-                CommandSpec(usage(0xA0, 0, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0), timeout=5),
-                self.report_luns,
-            ),
-            (
-                CommandSpec(
-                    usage(0xA3, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0),
-                    sa=MaintenanceIn.REPORT_TARGET_PORT_GROUPS,
-                    timeout=5,
-                ),
-                self.report_target_port_groups,
-            ),
-            (
-                CommandSpec(
-                    usage(0xA3, 0x1F, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0),
-                    sa=MaintenanceIn.REPORT_SUPPORTED_OPERATION_CODES,
-                    timeout=5,
-                ),
-                self.report_supported_opcodes,
-            ),
-        ]
+    @property
+    def features(self) -> Collection[str]:
+        """Optional parts of the command set this unit has (catalog rows and fields tagged so)."""
+        return ()
+
+    def implements(self, row: Command) -> bool:
+        """Whether this unit runs the command of `row`."""
+        return row.on in self.command_sets and (row.feature is None or row.feature in self.features)
 
     def mode_page_defaults(self) -> list[tuple[bytes, bytes]]:
         return [control_page(), informational_exceptions_page()]
 
-    def _add(self, spec: CommandSpec, handler: Handler) -> None:
-        entry = Entry(spec, handler)
-        if spec.sa is None:
-            self._table[spec.opcode] = entry
-        else:
-            slot = self._table.setdefault(spec.opcode, {})
-            if not isinstance(slot, dict):
-                raise ValueError(f"opcode {spec.opcode:#x} has no service actions")
-            slot[spec.sa] = entry
+    def _add(self, row: Command, handler: Handler | None = None) -> None:
+        if handler is None:
+            assert row.handler is not None
+            handler = getattr(self, row.handler)
+        for entry in bind(row, handler, self.features, self.has_medium):
+            spec = entry.spec
+            if spec.sa is None:
+                self.table[spec.opcode] = entry
+            else:
+                slot = self.table.setdefault(spec.opcode, {})
+                if not isinstance(slot, dict):
+                    raise ValueError(f"opcode {spec.opcode:#x} has no service actions")
+                slot[spec.sa] = entry
 
     def register(
         self,
@@ -147,24 +164,26 @@ class LogicalUnit:
         sa: int | None = None,
         media: bool = False,
         timeout: int = 30,
+        access: Access = Access.WRITE,
     ) -> None:
         """Add (or replace) a command, e.g. a vendor opcode 0xC0-0xFF.
 
         `cdb_usage` defaults to a 10/12/16-byte CDB by opcode group with every bit but
-        the control byte usable; give the exact mask to get strict checking.
+        the control byte usable; give the exact mask to get strict checking. `access` is
+        its reservation class: by default it conflicts like a write.
         """
         if cdb_usage is None:
             length = {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}.get(opcode >> 5, 16)
             cdb_usage = bytes((opcode,)) + b"\xff" * (length - 2) + b"\x00"
         if cdb_usage[0] != opcode:
             raise ValueError("cdb_usage[0] must be the opcode")
-        self._add(CommandSpec(cdb_usage, sa=sa, media=media, timeout=timeout), handler)
+        self._add(vendor_row(opcode, cdb_usage, sa, media, timeout, access), handler)
 
     def specs(self) -> list[CommandSpec]:
         """All supported commands in opcode/service action order."""
         out: list[CommandSpec] = []
-        for op in sorted(self._table):
-            slot = self._table[op]
+        for op in sorted(self.table):
+            slot = self.table[op]
             if isinstance(slot, dict):
                 out.extend(slot[sa].spec for sa in sorted(slot))
             else:
@@ -172,22 +191,28 @@ class LogicalUnit:
         return out
 
     # -------------------------------------------------------------- dispatch
+    def lookup(self, cdb: bytes) -> Entry | None:
+        """The entry that runs `cdb` (non-empty), or None when this unit has none."""
+        slot = self.table.get(cdb[0])
+        if slot is None or type(slot) is Entry:
+            return slot
+        assert isinstance(slot, dict)
+        return slot.get(ServiceAction.sa(cdb)) if len(cdb) > 1 else None
+
     def execute(self, req: ScsiRequest) -> ScsiResult:
-        cdb = req.cdb
-        slot = self._table.get(cdb[0])
-        if slot is None:
+        """Look the command up and run it (the target does the two steps itself)."""
+        if not req.cdb:
             raise invalid_opcode()
-        if isinstance(slot, dict):
-            if len(cdb) < 2:
-                raise ScsiError(SenseKey.ILLEGAL_REQUEST, 0x24, 0x00)
-            entry = slot.get(cdb[1] & 0x1F)
-            if entry is None:
-                raise invalid_field_in_cdb(1, 4)
-        else:
-            entry = slot
+        return self.dispatch(req, self.lookup(req.cdb))
+
+    def dispatch(self, req: ScsiRequest, entry: Entry | None) -> ScsiResult:
+        """Run `req` by `entry` (what `lookup` gave for its CDB): reservations, CDB bits, medium."""
+        cdb = req.cdb
+        if entry is None:
+            raise self._no_entry(cdb)
         spec = entry.spec
         res = self.reservations
-        if res is not None and res.conflict(req.nexus, cdb):
+        if res is not None and res.conflict(req.nexus, cdb, entry.access):
             return ScsiResult(Status.RESERVATION_CONFLICT)
         if len(cdb) < spec.length or int.from_bytes(cdb[: spec.length], "big") & spec.reject:
             spec.check(cdb)
@@ -195,8 +220,14 @@ class LogicalUnit:
             raise self.not_ready_reason or not_ready()
         return entry.handler(req)
 
+    def _no_entry(self, cdb: bytes) -> ScsiError:
+        """The answer to a CDB without an entry: unknown opcode, or unknown service action."""
+        if isinstance(self.table.get(cdb[0]), dict):
+            return ServiceAction.sa.invalid() if len(cdb) > 1 else invalid_field_in_cdb()
+        return invalid_opcode()
+
     # ---------------------------------------------------------- state events
-    def attach(self, target: ScsiTarget, lun: int) -> None:
+    def attach(self, target: TargetLike, lun: int) -> None:
         self.target = target
         self.lun = lun
 
@@ -261,15 +292,16 @@ class LogicalUnit:
 
     def inquiry(self, req: ScsiRequest) -> ScsiResult:
         cdb = req.cdb
-        alloc = _unpack_be16(cdb, 3)[0]
-        if cdb[1] & 0x01:
-            builder = self.vpd_pages().get(cdb[2])
+        alloc = Inquiry.alloc(cdb)
+        page = Inquiry.page_code(cdb)
+        if Inquiry.evpd(cdb):
+            builder = self.vpd_pages().get(page)
             if builder is None:
-                raise invalid_field_in_cdb(2)
-            data = vpd_page(self.peripheral_byte(), cdb[2], builder(req))  # type: ignore[operator]
+                raise Inquiry.page_code.invalid()
+            data = vpd_page(self.peripheral_byte(), page, builder(req))  # type: ignore[operator]
         else:
-            if cdb[2]:
-                raise invalid_field_in_cdb(2)
+            if page:
+                raise Inquiry.page_code.invalid()
             data = self.standard_inquiry()
         return ScsiResult(GOOD, data[:alloc])
 
@@ -282,7 +314,7 @@ class LogicalUnit:
 
     def request_sense(self, req: ScsiRequest) -> ScsiResult:
         """Report (and clear) a pending unit attention, else the unit's state."""
-        desc = bool(req.cdb[1] & 0x01)
+        desc = bool(RequestSense.desc(req.cdb))
         ua = self.target.pop_unit_attention(req.nexus, self.lun) if self.target else None
         if ua is not None:
             data = sense_for(SenseKey.UNIT_ATTENTION, ua, desc)
@@ -296,22 +328,19 @@ class LogicalUnit:
             data = sense_for(SenseKey.NOT_READY, Asc.NOT_READY_INITIALIZING_COMMAND_REQUIRED, desc)
         else:
             data = sense_for(SenseKey.NO_SENSE, Asc.NO_ADDITIONAL_SENSE, desc)
-        return ScsiResult(GOOD, data[: req.cdb[4]])
+        return ScsiResult(GOOD, data[: RequestSense.alloc(req.cdb)])
 
     # ---------------------------------------------------------- REPORT LUNS
     def report_luns(self, req: ScsiRequest) -> ScsiResult:
         cdb = req.cdb
-        select = cdb[2]
+        select = ReportLuns.select(cdb)
         if select not in (0x00, 0x01, 0x02):
-            raise invalid_field_in_cdb(2)
-        alloc = _unpack_be32(cdb, 6)[0]
+            raise ReportLuns.select.invalid()
+        alloc = ReportLuns.alloc(cdb)
         luns = self.target.lun_list() if self.target and select != 0x01 else []
         body = bytearray()
         for lun in luns:
-            if lun < 256:
-                body += bytes((0, lun)) + bytes(6)
-            else:
-                body += bytes((0x40 | (lun >> 8) & 0x3F, lun & 0xFF)) + bytes(6)
+            body += encode_lun(lun)
         if self.target:
             self.target.clear_unit_attention(req.nexus, self.lun, Asc.REPORTED_LUNS_DATA_HAS_CHANGED)
         data = len(body).to_bytes(4, "big") + bytes(4) + bytes(body)
@@ -321,10 +350,10 @@ class LogicalUnit:
     def report_target_port_groups(self, req: ScsiRequest) -> ScsiResult:
         """One group per controller port (group id = port number), implicit ALUA only."""
         cdb = req.cdb
-        fmt = cdb[1] >> 5
+        fmt = ReportTargetPortGroups.format(cdb)
         if fmt not in (0, 1):
-            raise invalid_field_in_cdb(1, 7)
-        alloc = _unpack_be32(cdb, 6)[0]
+            raise ReportTargetPortGroups.format.invalid()
+        alloc = ReportTargetPortGroups.alloc(cdb)
         states = self.target.port_states() if self.target else {1: 0, 2: 0}
         body = bytearray()
         for port in sorted(states):
@@ -343,11 +372,12 @@ class LogicalUnit:
     # ------------------------------------------ REPORT SUPPORTED OPERATION CODES
     def report_supported_opcodes(self, req: ScsiRequest) -> ScsiResult:
         cdb = req.cdb
-        rctd = bool(cdb[2] & 0x80)
-        option = cdb[2] & 0x07
-        op = cdb[3]
-        sa = _unpack_be16(cdb, 4)[0]
-        alloc = _unpack_be32(cdb, 6)[0]
+        layout = ReportSupportedOpcodes
+        rctd = bool(layout.rctd(cdb))
+        option = layout.option(cdb)
+        op = layout.opcode(cdb)
+        sa = layout.service_action(cdb)
+        alloc = layout.alloc(cdb)
         if option == 0:
             body = bytearray()
             for spec in self.specs():
@@ -358,15 +388,15 @@ class LogicalUnit:
                     body += _timeouts(spec)
             data = len(body).to_bytes(4, "big") + bytes(body)
             return ScsiResult(GOOD, data[:alloc])
-        slot = self._table.get(op)
+        slot = self.table.get(op)
         found: CommandSpec | None = None
         if option == 1:
             if isinstance(slot, dict):
-                raise invalid_field_in_cdb(3)
+                raise layout.opcode.invalid()
             found = slot.spec if slot is not None else None
         elif option == 2:
             if slot is not None and not isinstance(slot, dict):
-                raise invalid_field_in_cdb(3)
+                raise layout.opcode.invalid()
             found = slot[sa].spec if isinstance(slot, dict) and sa in slot else None
         elif option == 3:
             if isinstance(slot, dict):
@@ -374,7 +404,7 @@ class LogicalUnit:
             elif slot is not None:
                 found = slot.spec if sa == 0 else None
         else:
-            raise invalid_field_in_cdb(2, 2)
+            raise layout.option.invalid()
         if found is None:
             data = bytes((0, 0x01, 0, 0))  # SUPPORT 001b: not supported
         else:
@@ -394,35 +424,34 @@ class LogicalUnit:
     def mode_sense(self, req: ScsiRequest) -> ScsiResult:
         cdb = req.cdb
         ten = cdb[0] == Opcode.MODE_SENSE_10
-        dbd = bool(cdb[1] & 0x08)
-        llbaa = ten and bool(cdb[1] & 0x10)
-        pc = cdb[2] >> 6
-        pages = self.mode.sense(cdb[2] & 0x3F, cdb[3], pc)
+        layout = ModeSense10 if ten else ModeSense6
+        dbd = bool(layout.dbd(cdb))
+        llbaa = ten and bool(ModeSense10.llbaa(cdb))
+        pages = self.mode.sense(layout.page_code(cdb), layout.subpage(cdb), layout.pc(cdb))
         bd = b"" if dbd else self.block_descriptor(llbaa)
         dsp = self.device_specific_parameter()
         if ten:
             total = 8 + len(bd) + len(pages)
             hdr = struct.pack(">HBBBBH", total - 2, 0, dsp, 1 if len(bd) == 16 else 0, 0, len(bd))
-            alloc = _unpack_be16(cdb, 7)[0]
         else:
             total = 4 + len(bd) + len(pages)
             if total > 256:
-                raise invalid_field_in_cdb(2)
+                raise invalid_field_in_cdb(ModeSense6.page_code.byte)
             hdr = bytes((total - 1, 0, dsp, len(bd)))
-            alloc = cdb[4]
+        alloc = layout.alloc(cdb)
         data = hdr + bd + pages
         return ScsiResult(GOOD, data[:alloc])
 
     def mode_select(self, req: ScsiRequest) -> ScsiResult:
         cdb = req.cdb
         ten = cdb[0] == Opcode.MODE_SELECT_10
-        pf = cdb[1] & 0x10
-        save = bool(cdb[1] & 0x01)
-        length = _unpack_be16(cdb, 7)[0] if ten else cdb[4]
+        layout = ModeSelect10 if ten else ModeSelect6
+        save = bool(layout.sp(cdb))
+        length = layout.length(cdb)
         if length == 0:
             return ScsiResult(GOOD)
-        if not pf:
-            raise invalid_field_in_cdb(1, 4)
+        if not layout.pf(cdb):
+            raise layout.pf.invalid()
         data = bytes(req.data_out[:length])
         hlen = 8 if ten else 4
         if len(data) < hlen:
@@ -459,6 +488,7 @@ class ControllerUnit(LogicalUnit):
     """LUN 0: the array controller device (SCC-2 peripheral type 0x0C)."""
 
     peripheral_type = PeripheralType.STORAGE_ARRAY_CONTROLLER
+    has_medium = False  # TEST UNIT READY on the controller device never depends on a medium
     versions = [
         VersionDescriptor.SAM_5,
         VersionDescriptor.ISCSI,
@@ -469,17 +499,7 @@ class ControllerUnit(LogicalUnit):
     def __init__(self, serial: str, product: str = "MSA500", wwn: int | None = None) -> None:
         super().__init__(serial, product, wwn)
 
-    def command_specs(self) -> list[tuple[CommandSpec, Handler]]:
-        # TEST UNIT READY on the controller device never depends on a medium.
-        specs = super().command_specs()
-        return [
-            (CommandSpec(s.usage, sa=s.sa, media=False, timeout=s.timeout), h)
-            if s.opcode == Opcode.TEST_UNIT_READY
-            else (s, h)
-            for s, h in specs
-        ]
-
-    def attach(self, target: ScsiTarget, lun: int) -> None:
+    def attach(self, target: TargetLike, lun: int) -> None:
         super().attach(target, lun)
         if self.wwn == naa5("lu:" + self.serial):
             self.wwn = target.identity.wwn
@@ -506,7 +526,10 @@ class NoUnit(LogicalUnit):
     def vpd_pages(self) -> dict[int, object]:
         return {VpdPage.SUPPORTED_PAGES: self._vpd_supported}
 
-    def execute(self, req: ScsiRequest) -> ScsiResult:
-        if req.cdb[0] in (Opcode.INQUIRY, Opcode.REPORT_LUNS, Opcode.REQUEST_SENSE):
-            return super().execute(req)
-        raise illegal(Asc.LOGICAL_UNIT_NOT_SUPPORTED)
+    def implements(self, row: Command) -> bool:
+        return row.any_lun and super().implements(row)
+
+    def dispatch(self, req: ScsiRequest, entry: Entry | None) -> ScsiResult:
+        if entry is None:
+            raise illegal(Asc.LOGICAL_UNIT_NOT_SUPPORTED)
+        return super().dispatch(req, entry)
