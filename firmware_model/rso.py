@@ -12,6 +12,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+from . import rso_wire
 from .clock import Clock
 from .events import EventCode
 from .scsi.constants import AluaState
@@ -38,8 +39,8 @@ class RsoState(StrEnum):
     DAEMON_DOWN = "daemonDown"
 
 
-# Wire codes of the states in the vendor commands' status block (docs/rso-commands.md).
-STATE_CODES: dict[RsoState, int] = {s: i for i, s in enumerate(RsoState, start=1)}
+# Wire codes of the states in the vendor commands' status block: defined once, in rso_wire.
+STATE_CODES: dict[RsoState, int] = {s: rso_wire.STATE_CODES[s.value] for s in RsoState}
 
 
 class RsoError(Exception):

@@ -1,4 +1,4 @@
-"""The RSO vendor-unique commands on LUN 0 (opcodes 0xC0-0xC4); layouts in docs/rso-commands.md.
+"""The RSO vendor-unique commands on LUN 0 (opcodes 0xC0-0xC5); the layouts are in rso_wire.
 
 Each handler calls the same Rso model methods the management side uses; refusals become
 CHECK CONDITION: wrong port -> ILLEGAL REQUEST 80/01 (vendor: RSO command not allowed through
@@ -8,13 +8,25 @@ bad CDB/parameter fields -> 24/00 / 26/00 with a field pointer, short parameter 
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
-from enum import IntEnum
+from typing import Any
 
 from .events import EventCode
-from .rso import RECOVERY_PORT, STATE_CODES, Rso, RsoError
-from .scsi.commands import usage
+from .rso import RECOVERY_PORT, Rso, RsoError
+from .rso_wire import (
+    CONFIGURE_LEN,
+    MAX_HOST_EVENT,
+    STATE_CODES,
+    ConfigureParams,
+    HostEvent,
+    RsoOpcode,
+    RsoStatus,
+    StatusBlock,
+    age_ms,
+    cdb_length,
+    cdb_usage,
+)
+from .scsi.commands import Access
 from .scsi.constants import Asc
 from .scsi.errors import (
     ScsiError,
@@ -26,61 +38,42 @@ from .scsi.errors import (
 from .scsi.types import ScsiRequest, ScsiResult, Status
 from .scsi.units import ControllerUnit
 
-UNKNOWN_AGE = 0xFFFFFFFF
-CONFIGURE_LEN = 8
 # Vendor ASC/ASCQ: RSO command not allowed through this port.
 WRONG_PORT = 0x8001
 
-
-class RsoOpcode(IntEnum):
-    HEARTBEAT = 0xC0
-    ACKNOWLEDGE = 0xC1
-    STATUS = 0xC2
-    FORCE_FAILOVER = 0xC3
-    CONFIGURE = 0xC4
-    LOG_HOST_EVENT = 0xC5
-
-
 # The events a host agent may write into the controller's log (LOG HOST EVENT).
 HOST_EVENTS = frozenset(c for c in EventCode if c.value.startswith("HOST_"))
-MAX_HOST_EVENT = 512
 
 
-def _ms(age: float | None) -> int:
-    return UNKNOWN_AGE if age is None else min(int(age * 1000), UNKNOWN_AGE - 1)
+def _block_fields(rso: Rso) -> dict[str, Any]:
+    st = rso.status()
+    return {
+        "code": STATE_CODES[rso.state()],
+        "enabled": bool(st["enabled"]),
+        "act_alone": bool(st["act_alone"]),
+        "ack_recent": bool(st["ack_recent"]),
+        "take_over": bool(st["take_over"]),
+        "failed_over": bool(st["failed_over"]),
+        "secondary_joined": bool(st["secondary_joined"]),
+        "awaiting_primary": bool(st["awaiting_primary"]),
+        "active_port": st["active_port"],
+        "fenced_port": st["fenced_port"] or 0,
+        "heartbeat_age_ms": age_ms(st["heartbeat_age_s"]),
+        "ack_age_ms": age_ms(st["ack_age_s"]),
+        "timeout_ms": int(rso.timeout_s * 1000),
+    }
 
 
 def status_block(rso: Rso) -> bytes:
     """The 16-byte block HEARTBEAT and ACKNOWLEDGE return (and RSO STATUS starts with)."""
-    st = rso.status()
-    flags = (
-        (0x01 if st["enabled"] else 0)
-        | (0x02 if st["act_alone"] else 0)
-        | (0x04 if st["ack_recent"] else 0)
-        | (0x08 if st["take_over"] else 0)
-        | (0x10 if st["failed_over"] else 0)
-        | (0x20 if st["secondary_joined"] else 0)
-        | (0x40 if st["awaiting_primary"] else 0)
-    )
-    return struct.pack(
-        ">BBBBIII",
-        STATE_CODES[rso.state()],
-        flags,
-        st["active_port"],
-        st["fenced_port"] or 0,
-        _ms(st["heartbeat_age_s"]),
-        _ms(st["ack_age_s"]),
-        int(rso.timeout_s * 1000),
-    )
+    return StatusBlock(**_block_fields(rso)).to_bytes()
 
 
 def full_status(rso: Rso) -> bytes:
     """RSO STATUS data: the status block, counters, link flags and port-2 session count."""
-    links = (0x01 if rso.links[1] else 0) | (0x02 if rso.links[2] else 0)
-    sessions = min(len(rso.sessions[RECOVERY_PORT]), 255)
-    return status_block(rso) + struct.pack(
-        ">IIIBBH", rso.heartbeats, rso.acks, rso.failovers, links, sessions, 0
-    )
+    return RsoStatus(**_block_fields(rso), heartbeats=rso.heartbeats, acks=rso.acks, failovers=rso.failovers,
+                     link1_up=bool(rso.links[1]), link2_up=bool(rso.links[2]),
+                     port2_sessions=len(rso.sessions[RECOVERY_PORT])).to_bytes()
 
 
 def _refused(err: RsoError) -> ScsiError:
@@ -99,8 +92,7 @@ def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], No
             after()
 
     def data_in(req: ScsiRequest, data: bytes) -> ScsiResult:
-        alloc = struct.unpack_from(">H", req.cdb, 7)[0]
-        return ScsiResult(Status.GOOD, data[:alloc])
+        return ScsiResult(Status.GOOD, data[: cdb_length(req.cdb)])
 
     def port_command(action: Callable[[int], object], answer: bool) -> Callable[[ScsiRequest], ScsiResult]:
         """A model call made by the port the command came through; refusals become sense."""
@@ -123,22 +115,19 @@ def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], No
         return data_in(req, full_status(rso))
 
     def configure(req: ScsiRequest) -> ScsiResult:
-        length = struct.unpack_from(">H", req.cdb, 7)[0]
+        length = cdb_length(req.cdb)
         req.spdtl = length
         if req.nexus.port != 1:
             raise illegal(WRONG_PORT, field_pointer=0, cd=True)
         if length < CONFIGURE_LEN or len(req.data_out) < CONFIGURE_LEN:
             raise parameter_list_length_error()
         data = bytes(req.data_out[:CONFIGURE_LEN])
-        if data[0] & ~0x03:
-            raise invalid_field_in_parameter_list(0, (data[0] & ~0x03 & 0xFF).bit_length() - 1)
-        for i in (1, 2, 3):
-            if data[i]:
-                raise invalid_field_in_parameter_list(i)
-        timeout_ms = struct.unpack_from(">I", data, 4)[0]
+        reserved = ConfigureParams.reserved_field(data)
+        if reserved is not None:
+            raise invalid_field_in_parameter_list(*reserved)
+        params = ConfigureParams.from_bytes(data)
         try:
-            rso.configure(bool(data[0] & 0x01), timeout_ms / 1000 if timeout_ms else None,
-                          bool(data[0] & 0x02))
+            rso.configure(params.enable, params.timeout_s, params.act_alone)
         except ValueError:
             raise invalid_field_in_parameter_list(4) from None
         except RsoError as err:
@@ -147,38 +136,37 @@ def register_rso_commands(unit: ControllerUnit, rso: Rso, after: Callable[[], No
         return ScsiResult(Status.GOOD)
 
     def log_host_event(req: ScsiRequest) -> ScsiResult:
-        length = struct.unpack_from(">H", req.cdb, 7)[0]
+        length = cdb_length(req.cdb)
         req.spdtl = length
         if length > MAX_HOST_EVENT:
             raise invalid_field_in_cdb(7)
         data = bytes(req.data_out[:length])
         if len(data) < length or not data:
             raise parameter_list_length_error()
-        code_raw, _, text = data.partition(b"\0")
         try:
-            code = EventCode(code_raw.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
+            event = HostEvent.from_bytes(data)
+            code = EventCode(event.code)
+        except ValueError:
             raise invalid_field_in_parameter_list(0) from None
         if code not in HOST_EVENTS:
             raise invalid_field_in_parameter_list(0)
-        message = text.decode("utf-8", "replace").strip() or code.value
+        message = event.message or code.value
         who = req.nexus.initiator.split(",")[0]
         if host_event is not None:
             host_event(code, f"port {req.nexus.port} ({who}): {message}")
         return ScsiResult(Status.GOOD)
 
-    alloc_usage = usage(0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0)
-    for op, handler in (
-        (RsoOpcode.HEARTBEAT, heartbeat),
-        (RsoOpcode.ACKNOWLEDGE, acknowledge),
-        (RsoOpcode.STATUS, status),
-        (RsoOpcode.CONFIGURE, configure),
-    ):
-        unit.register(op, handler, bytes((op,)) + alloc_usage[1:], timeout=5)
-    unit.register(RsoOpcode.LOG_HOST_EVENT, log_host_event,
-                  bytes((RsoOpcode.LOG_HOST_EVENT,)) + alloc_usage[1:], timeout=5)
-    unit.register(RsoOpcode.FORCE_FAILOVER, force_failover, usage(RsoOpcode.FORCE_FAILOVER, *bytes(9)),
-                  timeout=5)
+    handlers: dict[RsoOpcode, Callable[[ScsiRequest], ScsiResult]] = {
+        RsoOpcode.HEARTBEAT: heartbeat,
+        RsoOpcode.ACKNOWLEDGE: acknowledge,
+        RsoOpcode.STATUS: status,
+        RsoOpcode.FORCE_FAILOVER: force_failover,
+        RsoOpcode.CONFIGURE: configure,
+        RsoOpcode.LOG_HOST_EVENT: log_host_event,
+    }
+    for op, handler in handlers.items():
+        # LUN 0 keeps no reservations; an RSO command passes any (the heartbeat must never stall)
+        unit.register(op, handler, cdb_usage(op), timeout=5, access=Access.EXEMPT)
 
 
 __all__ = ["RsoOpcode", "full_status", "register_rso_commands", "status_block"]

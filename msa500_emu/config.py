@@ -21,6 +21,7 @@ from firmware_model.controller import (
     ShelfSpec,
 )
 
+from . import units
 from .iscsi.chap import ChapConfig
 
 
@@ -52,7 +53,6 @@ class Settings:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 
 
 def default_state_dir() -> Path:
@@ -76,20 +76,12 @@ def parse_endpoint(text: str, what: str) -> Endpoint:
 
 
 def parse_size(value: Any, what: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    elif isinstance(value, str):
-        m = _SIZE.match(value)
-        if not m:
-            raise ConfigError(f"{what}: {value!r} is not a size (e.g. 36GiB, 512MiB)")
-        unit = (m.group(2) or "B").upper().rstrip("B").rstrip("I")
-        mult = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit]
-        n = int(float(m.group(1)) * mult)
-    else:
-        raise ConfigError(f"{what}: expected a size, got {type(value).__name__}")
-    if n <= 0:
-        raise ConfigError(f"{what}: size must be positive")
-    return n
+    """Bytes from a TOML size: a string with a binary unit ("36GiB", "512MiB", "8GB" = 8 GiB,
+    "1.5T"), or a bare number of bytes (an integer, or a string without unit). See units.py."""
+    try:
+        return units.parse_size(value, default_unit="B")
+    except units.SizeError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def _take(table: dict[str, Any], allowed: set[str], where: str) -> None:

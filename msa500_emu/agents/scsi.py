@@ -5,7 +5,8 @@ its SG path swallows CHECK CONDITION. The backends here implement the interface 
 `SCSI` front end and command classes expect (`execute(cmd)`, `opcodes`, `devicetype`,
 `close()`) and raise `CheckCondition` (a pyscsi `SCSICheckCondition`) with the sense, or
 `DeviceLost` when the path to the array is gone. `RsoCommand` is the raw-CDB command class for
-the vendor-unique opcodes C0h-FFh, which pyscsi's CDB builder refuses.
+the vendor-unique opcodes C0h-FFh, which pyscsi's CDB builder refuses. The RSO layouts (CDB,
+status block, parameter lists) are `firmware_model.rso_wire`'s, which ships with the agents.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import ctypes
 import errno
 import fcntl
 import os
-import struct
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,30 @@ from pyscsi.pyscsi.scsi_command import SCSICommand
 from pyscsi.pyscsi.scsi_opcode import OpCode
 from pyscsi.pyscsi.scsi_sense import SCSICheckCondition
 
+from firmware_model.rso_wire import (
+    RSO_STATUS_LEN,
+    STATES,
+    STATUS_BLOCK_LEN,
+    UNKNOWN_AGE,
+    ConfigureParams,
+    HostEvent,
+    RsoOpcode,
+    RsoStatus,
+    StatusBlock,
+    cdb,
+)
+
 from ..iscsi.url import IscsiUrl
 
 ARRAY_CONTROLLER_TYPE = 0x0C  # SCSI peripheral device type of LUN 0 (storage array controller)
 
-# Vendor-unique RSO opcodes (docs/rso-commands.md)
-HEARTBEAT = 0xC0
-ACKNOWLEDGE = 0xC1
-STATUS = 0xC2
-FORCE_FAILOVER = 0xC3
-CONFIGURE = 0xC4
-LOG_HOST_EVENT = 0xC5
-
-STATES = {1: "ok", 2: "notConfigured", 3: "disabled", 4: "noSecondary", 5: "linkDown",
-          6: "secondaryRunningAuto", 7: "secondaryRunningUser", 8: "timeoutError", 9: "daemonDown"}
-UNKNOWN_AGE = 0xFFFFFFFF
+# The vendor-unique RSO opcodes under their old names here (rso_wire defines them).
+HEARTBEAT = RsoOpcode.HEARTBEAT
+ACKNOWLEDGE = RsoOpcode.ACKNOWLEDGE
+STATUS = RsoOpcode.STATUS
+FORCE_FAILOVER = RsoOpcode.FORCE_FAILOVER
+CONFIGURE = RsoOpcode.CONFIGURE
+LOG_HOST_EVENT = RsoOpcode.LOG_HOST_EVENT
 
 
 class DeviceLost(Exception):
@@ -272,10 +280,7 @@ class RsoCommand(SCSICommand):
     def __init__(self, opcode: int, name: str, *, alloc: int = 0, data_out: bytes = b"") -> None:
         # SCSICommand.__init__ would size the CDB from the opcode group and refuse C0h-FFh.
         self.opcode = OpCode(name, opcode, {})
-        cdb = bytearray(10)
-        cdb[0] = opcode
-        struct.pack_into(">H", cdb, 7, len(data_out) if data_out else alloc)
-        self.cdb = cdb
+        self.cdb = bytearray(cdb(opcode, len(data_out) if data_out else alloc))
         self.dataout = bytearray(data_out)
         self.datain = bytearray(alloc)
         self.result: dict[str, Any] = {}
@@ -283,51 +288,7 @@ class RsoCommand(SCSICommand):
 
     @classmethod
     def unmarshall_datain(cls, data: bytes | bytearray, **_: Any) -> dict[str, Any]:
-        return StatusBlock.decode(bytes(data)).__dict__ if len(data) >= 16 else {}
-
-
-@dataclass
-class StatusBlock:
-    """The 16-byte status block HEARTBEAT and ACKNOWLEDGE answer with (RSO STATUS: 32 bytes, counters too)."""
-
-    code: int
-    state: str
-    enabled: bool
-    act_alone: bool
-    ack_recent: bool
-    take_over: bool
-    failed_over: bool
-    secondary_joined: bool
-    awaiting_primary: bool
-    active_port: int
-    fenced_port: int
-    heartbeat_age_ms: int | None
-    ack_age_ms: int | None
-    timeout_ms: int
-    heartbeats: int | None = None
-    acks: int | None = None
-    failovers: int | None = None
-
-    @classmethod
-    def decode(cls, d: bytes) -> StatusBlock:
-        if len(d) < 16:
-            raise ValueError(f"RSO status block of {len(d)} bytes (16 expected)")
-        code, flags, active, fenced, hb, ack, timeout = struct.unpack_from(">BBBBIII", d)
-        blk = cls(code=code, state=STATES.get(code, f"unknown({code})"), enabled=bool(flags & 0x01),
-                  act_alone=bool(flags & 0x02), ack_recent=bool(flags & 0x04), take_over=bool(flags & 0x08),
-                  failed_over=bool(flags & 0x10), secondary_joined=bool(flags & 0x20),
-                  awaiting_primary=bool(flags & 0x40), active_port=active, fenced_port=fenced,
-                  heartbeat_age_ms=None if hb == UNKNOWN_AGE else hb,
-                  ack_age_ms=None if ack == UNKNOWN_AGE else ack, timeout_ms=timeout)
-        if len(d) >= 28:
-            blk.heartbeats, blk.acks, blk.failovers = struct.unpack_from(">III", d, 16)
-        return blk
-
-    parse = decode
-
-    @property
-    def fenced_primary(self) -> bool:
-        return self.failed_over and self.fenced_port == 1
+        return StatusBlock.decode(bytes(data)).as_dict() if len(data) >= STATUS_BLOCK_LEN else {}
 
 
 class RsoClient:
@@ -343,33 +304,56 @@ class RsoClient:
                                  f"the array controller, LUN 0 (type 0x0c)")
             self.inquiry = scsi.inquiry().result
 
-    def _in(self, opcode: int, name: str, alloc: int) -> StatusBlock:
+    def _in(self, opcode: int, name: str, alloc: int) -> bytes:
         cmd = RsoCommand(opcode, name, alloc=alloc)
         self.device.execute(cmd)
-        if len(cmd.datain) < 16:
+        if len(cmd.datain) < alloc:
             raise DeviceLost(f"{name}: short answer ({len(cmd.datain)} bytes)")
-        return StatusBlock.decode(bytes(cmd.datain))
+        return bytes(cmd.datain)
 
     def heartbeat(self) -> StatusBlock:
-        return self._in(HEARTBEAT, "RSO HEARTBEAT", 16)
+        return StatusBlock.from_bytes(self._in(HEARTBEAT, "RSO HEARTBEAT", STATUS_BLOCK_LEN))
 
     def acknowledge(self) -> StatusBlock:
-        return self._in(ACKNOWLEDGE, "RSO ACKNOWLEDGE", 16)
+        return StatusBlock.from_bytes(self._in(ACKNOWLEDGE, "RSO ACKNOWLEDGE", STATUS_BLOCK_LEN))
 
-    def status(self) -> StatusBlock:
-        return self._in(STATUS, "RSO STATUS", 32)
+    def status(self) -> RsoStatus:
+        return RsoStatus.from_bytes(self._in(STATUS, "RSO STATUS", RSO_STATUS_LEN))
 
     def force_failover(self) -> None:
         self.device.execute(RsoCommand(FORCE_FAILOVER, "RSO FORCE FAILOVER"))
 
     def configure(self, enable: bool, timeout_s: float | None, act_alone: bool = False) -> None:
-        flags = (0x01 if enable else 0) | (0x02 if act_alone else 0)
-        ms = 0 if timeout_s is None else round(timeout_s * 1000)
-        self.device.execute(RsoCommand(CONFIGURE, "RSO CONFIGURE", data_out=struct.pack(">BxxxI", flags, ms)))
+        params = ConfigureParams.of(enable, timeout_s, act_alone).to_bytes()
+        self.device.execute(RsoCommand(CONFIGURE, "RSO CONFIGURE", data_out=params))
 
     def log_event(self, code: str, message: str) -> None:
-        payload = code.encode("ascii") + b"\0" + message.encode("utf-8")[:400]
+        payload = HostEvent(code, message).to_bytes()
         self.device.execute(RsoCommand(LOG_HOST_EVENT, "RSO LOG HOST EVENT", data_out=payload))
 
     def close(self) -> None:
         self.device.close()
+
+
+__all__ = [
+    "ACKNOWLEDGE",
+    "ARRAY_CONTROLLER_TYPE",
+    "CONFIGURE",
+    "FORCE_FAILOVER",
+    "HEARTBEAT",
+    "LOG_HOST_EVENT",
+    "STATES",
+    "STATUS",
+    "UNKNOWN_AGE",
+    "CheckCondition",
+    "DeviceLost",
+    "IscsiDevice",
+    "RsoClient",
+    "RsoCommand",
+    "RsoStatus",
+    "SgDevice",
+    "SgIoHdr",
+    "StatusBlock",
+    "StatusError",
+    "find_array_controller",
+]

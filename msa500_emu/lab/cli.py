@@ -16,7 +16,8 @@ from typing import Any
 from ..management.render import pairs, value
 from . import guest
 from .qmp import QmpError
-from .rso_lab import DEFAULT_SERVICE_PORT, DEFAULT_TIMEOUT, Lab, LabError, Supervisor, alive, format_mark
+from .rso_lab import DEFAULT_SERVICE_PORT, DEFAULT_TIMEOUT, Lab, LabError, alive, format_mark
+from .supervisor import Supervisor
 
 HELP = """commands:
   up [-d]            start the emulator (or --api: use a running one), install the OS image on LUN 1,

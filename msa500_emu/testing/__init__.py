@@ -12,26 +12,11 @@ same handle:
 """
 
 from ..iscsi.initiator import CommandResult, Initiator, InitiatorConfig, InitiatorError
-from .array import (
-    MODES,
-    MSA500,
-    PACKAGE_ROOT,
-    RSO_STATES,
-    ConfigSource,
-    CtlError,
-    Heartbeat,
-    InProcessArray,
-    MSA500Error,
-    RsoBlock,
-    RunningArray,
-    ScsiError,
-    StartError,
-    WaitTimeout,
-    mirror_shelf,
-    report_luns,
-    start_array,
-    vendor_cdb,
-)
+from .errors import CtlError, MSA500Error, ScsiError, StartError, WaitTimeout
+from .handle import MSA500
+from .launch import MODES, PACKAGE_ROOT, ConfigSource, InProcessArray, RunningArray, mirror_shelf, start_array
+from .rso import RSO_STATES, Heartbeat, RsoBlock, vendor_cdb
+from .sessions import report_luns
 
 Array = MSA500
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from .array import MODES, MSA500, ConfigSource, start_array
+from .handle import MSA500
+from .launch import MODES, ConfigSource, start_array
 
 LOG_TAIL_LINES = 40
 

@@ -41,3 +41,29 @@ def test_mistakes_name_the_key(tmp_path: Path, toml: str, needle: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load(cfg, {})
     assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "toml_bytes", "ctl_bytes"),
+    [
+        ("36GiB", 36 << 30, 36 << 30),
+        ("8GB", 8 << 30, 8 << 30),  # binary whatever the spelling
+        ("512mib", 512 << 20, 512 << 20),
+        ("1.5T", int(1.5 * (1 << 40)), int(1.5 * (1 << 40))),
+        ("4096B", 4096, 4096),
+        ("2048", 2048, 2048 << 20),  # a bare number: bytes in the TOML, MiB on the ctl line
+    ],
+)
+def test_one_size_grammar_a_bare_number_is_bytes_in_the_toml_and_mib_on_the_ctl_line(
+        text: str, toml_bytes: int, ctl_bytes: int) -> None:
+    from msa500_emu.config import parse_size as toml_size
+    from msa500_emu.management.commands import CommandError
+    from msa500_emu.management.commands import parse_size as ctl_size
+
+    assert toml_size(text, "shelf.drive_size") == toml_bytes and ctl_size(text) == ctl_bytes
+    assert toml_size(4096, "shelf.drive_size") == 4096  # a TOML integer is bytes too
+    for bad in ("lots", "0", "-1GB"):
+        with pytest.raises(ConfigError, match=r"shelf\.drive_size"):
+            toml_size(bad, "shelf.drive_size")
+        with pytest.raises(CommandError):
+            ctl_size(bad)
