@@ -15,9 +15,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from firmware_model.shelf import ShelfError
+from firmware_model.controller import ShelfError
 
 from .config import ConfigError, load, parse_endpoint
+from .management.commands import CommandError, help_reply
 
 DEFAULT_API = "http://127.0.0.1:8500"
 
@@ -32,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port2", metavar="HOST:PORT", help="controller port 2 portal (default 127.0.0.1:3261)")
     s.add_argument("--api", metavar="HOST:PORT", help="management API (default 127.0.0.1:8500)")
     s.add_argument("--log-level", help="debug, info, warning or error (default info)")
-    c = sub.add_parser("ctl", help="send a management command to a running array")
+    c = sub.add_parser("ctl", help="send a management command to a running array",
+                       description="Send one command of the management language to a running array "
+                                   "(`ctl HELP [VERB]` lists them, and needs no array).",
+                       epilog=help_reply([]).text, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--api", default=DEFAULT_API, metavar="URL", help=f"API base URL (default {DEFAULT_API})")
     c.add_argument("--json", action="store_true", help="print machine-readable JSON")
     c.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. SHOW GLOBALS")
@@ -113,6 +117,12 @@ def _space_note(exc: OSError, state_dir: Path) -> str:
 
 
 def _ctl(args: argparse.Namespace) -> int:
+    if args.words[0].upper() == "HELP":  # the language itself: no array needed
+        try:
+            reply = help_reply(args.words[1:])
+        except CommandError as exc:
+            return _answer(args, {"ok": False, "error": str(exc)})
+        return _answer(args, {"ok": True, "result": reply.result, "text": reply.text})
     base = args.api if "://" in args.api else f"http://{args.api}"
     line = " ".join(args.words)
     req = urllib.request.Request(
@@ -133,6 +143,11 @@ def _ctl(args: argparse.Namespace) -> int:
         reason = getattr(exc, "reason", exc)
         print(f"msa500-emu ctl: cannot reach the array at {base}: {reason}", file=sys.stderr)
         return 3
+    return _answer(args, body)
+
+
+def _answer(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """Print the API's answer (or the same shape, for HELP); the exit status: 0 ok, 1 refused."""
     try:
         if args.json:
             print(json.dumps(body, indent=2))

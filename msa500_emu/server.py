@@ -11,9 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from firmware_model import operations
 from firmware_model.cache import CACHE_FILE
 from firmware_model.clock import MonotonicClock
 from firmware_model.controller import Controller, ControllerError
+from firmware_model.controller.views import DiskView, EventView, SpareView, UnitView
 
 from .alerts import Alert, Alerts
 from .config import Settings
@@ -73,7 +75,7 @@ class Emulator:
             nop_timeout=s.nop_timeout,
             cmd_window=s.cmd_window,
         )
-        self.node = TargetNode(cfg, self.shelf.controller, infos)
+        self.node = TargetNode(cfg, self.shelf.target, infos)
         self._refresh_delays()
         try:
             for info in infos:
@@ -127,7 +129,7 @@ class Emulator:
         slow = {d["bay"]: float(d.get("latency_ms") or 0) for d in self.shelf.disks()}
         delays: dict[int, float] = {}
         for unit in self.shelf.units():
-            ms = max((slow.get(b, 0.0) for b in unit.get("bays", [])), default=0.0)
+            ms = max((slow.get(b, 0.0) for b in unit["bays"] if b is not None), default=0.0)
             if ms > 0:
                 delays[int(unit["lun"])] = ms / 1000.0
         self.node.lun_delay = delays
@@ -138,36 +140,39 @@ class Emulator:
             raise CommandError("the array is not running")
         return self.shelf
 
-    def disks(self) -> list[dict[str, Any]]:
+    def disks(self) -> list[DiskView]:
         return self._ctl().disks()
 
-    def units(self) -> list[dict[str, Any]]:
+    def units(self) -> list[UnitView]:
         return self._ctl().units()
 
-    def spares(self) -> list[dict[str, Any]]:
+    def spares(self) -> list[SpareView]:
         return self._ctl().spares()
 
-    def events(self, since_id: int = 0) -> list[dict[str, Any]]:
+    def events(self, since_id: int = 0) -> list[EventView]:
         return self._ctl().events(since_id)
 
     def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
-        # `op` is positional-only: operations take keyword arguments of their own (add_unit's name=).
-        if op == "power_off":
-            return self._power_off(kwargs.get("duration"))
-        if op == "power_on":
-            return self._power_on()
-        fn = getattr(self._ctl(), op, None)
-        if fn is None:
-            raise CommandError(f"operation {op} is not available")
+        """Run a row of the operations registry (firmware_model.operations), and nothing else.
+
+        The call is checked against the row (arguments, types, limits) before its handler runs;
+        `op` is positional-only: operations take keyword arguments of their own (add_unit's name=).
+        """
         try:
-            result = fn(*args, **kwargs)
+            row, bound = operations.bind(op, args, kwargs)
+        except operations.OperationError as exc:
+            raise CommandError(str(exc)) from None
+        owner = self if row.owner is operations.Owner.PROCESS else self._ctl()
+        try:
+            result = getattr(owner, row.method)(**bound)
         except ControllerError as exc:
             raise CommandError(str(exc)) from exc
         self._refresh_delays()
         return result
 
     # -- shelf power (fault injection) ---------------------------------------------------
-    def _power_off(self, duration: float | None) -> dict[str, Any]:
+    def power_off(self, duration: float | None = None) -> dict[str, Any]:
+        """The shelf loses power (hosts see their connections drop); back by itself after `duration` s."""
         ctl = self._ctl()
         if not getattr(ctl, "powered", True):
             raise CommandError("the shelf is already powered off")
@@ -186,7 +191,7 @@ class Emulator:
         log.warning("shelf powered off%s", f" for {duration:.0f} s" if duration else "")
         return {"powered": False, "duration_s": duration}
 
-    def _power_on(self) -> dict[str, Any]:
+    def power_on(self) -> dict[str, Any]:
         ctl = self._ctl()
         if getattr(ctl, "powered", False):
             raise CommandError("the shelf is already powered on")
@@ -204,7 +209,7 @@ class Emulator:
     def _timed_power_on(self) -> None:
         self._power_timer = None
         try:
-            self._power_on()
+            self.power_on()
         except CommandError as exc:
             log.info("timed power-on skipped: %s", exc)
 
@@ -276,7 +281,7 @@ class Emulator:
 
     def describe(self) -> dict[str, Any]:
         assert self.shelf is not None and self.node is not None
-        g = self.shelf.describe()
+        g: dict[str, Any] = dict(self.shelf.describe())
         g["uptime_s"] = round(time.monotonic() - self.started_at, 3)
         g["portals"] = [
             {

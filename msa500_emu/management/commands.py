@@ -3,10 +3,13 @@
 Words are case-insensitive; DISKm is bay m (1-14) and unit n is LUN n; sizes are binary (4GB is
 4 GiB, a bare number MiB). Every command returns a JSON-able result and a plain rendering; a
 wrong command raises CommandError with one line naming the problem. The same calls serve the
-HTTP API.
+HTTP API. Every operation a command runs is a row of the registry (firmware_model.operations):
+its limits and choices (bays, LUNs, latency, temperature, RAID levels...) are read from there, so
+the language cannot allow what the controller refuses, nor refuse what it allows.
 
-COMMANDS is the grammar: each command's first words, its usage line and its handler; `run`
-dispatches through it and nothing else, so a command exists exactly when it has a usage line.
+COMMANDS is the grammar: each command's first words, its usage forms (each with the operation it
+runs and a one-line summary, which HELP prints) and its handler; `run` dispatches through it and
+nothing else, so a command exists exactly when it has a usage line.
 The usage notation (the README's Management block uses it too):
 - ` | ` separates alternatives; one that does not start with the command's first word goes on
   from the first two words of the alternative before it (`FAULT DISKm FAIL | PULL`);
@@ -21,10 +24,14 @@ import functools
 import math
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from firmware_model import operations as ops
+from firmware_model.raid.api import RaidLevel
+
+from .. import units
 from . import render
 
 
@@ -37,16 +44,17 @@ class Array(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
-    def disks(self) -> list[dict[str, Any]]: ...
+    def disks(self) -> Sequence[Mapping[str, Any]]: ...
 
-    def units(self) -> list[dict[str, Any]]: ...
+    def units(self) -> Sequence[Mapping[str, Any]]: ...
 
-    def spares(self) -> list[dict[str, Any]]: ...
+    def spares(self) -> Sequence[Mapping[str, Any]]: ...
 
-    def events(self, since_id: int = 0) -> list[dict[str, Any]]: ...
+    def events(self, since_id: int = 0) -> Sequence[Mapping[str, Any]]: ...
 
     def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Run a controller operation; raises CommandError with the controller's message.
+        """Run a row of the operations registry (firmware_model.operations); raises CommandError with
+        the registry's or the controller's one-line message.
 
         `op` is positional-only: operations take keyword arguments of any name (add_unit's name=).
         """
@@ -60,13 +68,28 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class Command:
+class Form:
+    """One alternative of a command's usage, the registry row it runs, and its HELP summary."""
+
     usage: str
+    op: str = ""
+    summary: str = ""  # "": the row's own
+
+    @property
+    def text(self) -> str:
+        return self.summary or ops.OPERATIONS[self.op].summary
+
+
+@dataclass(frozen=True)
+class Command:
     handler: Callable[[Array, list[str]], Reply]  # the words after the command's key words
+    forms: tuple[Form, ...]
+
+    @property
+    def usage(self) -> str:
+        return " | ".join(f.usage for f in self.forms)
 
 
-RAID_LEVELS = {"0": "0", "1": "1", "10": "10", "1+0": "10", "5": "5", "ADG": "ADG", "6": "ADG"}
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)(I?B)?$")
 
 
 def _known() -> str:
@@ -79,7 +102,7 @@ def run(array: Array, line: str) -> Reply:
     except ValueError as exc:
         raise CommandError(f"cannot parse {line!r}: {exc}") from exc
     if not words:
-        raise CommandError("empty command (try SHOW GLOBALS)")
+        raise CommandError("empty command (try HELP or SHOW GLOBALS)")
     up = [w.upper() for w in words]
     for n in (2, 1):
         key = " ".join(up[:n])
@@ -109,23 +132,50 @@ def _options(words: list[str], allowed: set[str], usage: str) -> tuple[list[str]
     return pos, opts
 
 
-def _int(text: str, what: str, lo: int, hi: int) -> int:
+def _limit(op: str, arg: str) -> ops.Limit[Any]:
+    """The registry's range of one argument of one operation."""
+    limit = ops.OPERATIONS[op].arg(arg).limit
+    assert isinstance(limit, ops.Limit), (op, arg)
+    return limit
+
+
+def _choices(op: str, arg: str) -> tuple[Any, ...]:
+    return ops.OPERATIONS[op].arg(arg).choices
+
+
+def _int(text: str, what: str, limit: ops.Limit[int]) -> int:
     try:
         n = int(text)
     except ValueError:
         raise CommandError(f"{what} {text!r} is not a number") from None
-    if not lo <= n <= hi:
-        raise CommandError(f"{what} {n} outside {lo}..{hi}")
+    if n not in limit:
+        raise CommandError(f"{what} {n} outside {limit}")
     return n
+
+
+def _one_of(text: str, what: str, choices: tuple[Any, ...]) -> int:
+    """A number that must be one of `choices` (STRIPE_SIZE=64, RATIO=50...)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise CommandError(f"{what} {text!r} is not a number") from None
+    if n not in choices:
+        raise CommandError(f"{what}={n} not one of {_words(choices, ', ')}")
+    return n
+
+
+def _words(choices: tuple[Any, ...], sep: str = "|") -> str:
+    """Choices as the language writes them: HIGH|MEDIUM|LOW, 0|25|50."""
+    return sep.join(str(c).upper() for c in choices)
 
 
 def parse_disk(word: str) -> int:
     m = re.fullmatch(r"DISK(\d+)", word.strip().upper())
     if not m:
-        raise CommandError(f"{word!r} is not a disk name (DISK1 .. DISK14)")
+        raise CommandError(f"{word!r} is not a disk name (DISK{ops.BAYS.lo} .. DISK{ops.BAYS.hi})")
     bay = int(m.group(1))
-    if not 1 <= bay <= 14:
-        raise CommandError(f"{word} names bay {bay}; bays are 1-14")
+    if bay not in ops.BAYS:
+        raise CommandError(f"{word} names bay {bay}; bays are {ops.BAYS.lo}-{ops.BAYS.hi}")
     return bay
 
 
@@ -151,21 +201,18 @@ def parse_disks(spec: str) -> list[int]:
 
 
 def parse_size(text: str) -> int:
-    """Bytes from 8GB, 512MiB, 1.5T ... ; a bare number is MB, as the MSA CLI counted."""
-    m = _SIZE.fullmatch(text.strip().upper())
-    if not m:
-        raise CommandError(f"size {text!r} not understood (e.g. 8GB, 512MB, 2048)")
-    value, unit = float(m.group(1)), m.group(2) or "M"
-    n = int(value * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit])
-    if n <= 0:
-        raise CommandError("size must be positive")
-    return n
+    """Bytes from 8GB, 512MiB, 1.5T ... (binary units: 8GB is 8 GiB); a bare number is MiB, as the
+    MSA CLI counted (the TOML's bare number is bytes). The grammar is units.parse_size's."""
+    try:
+        return units.parse_size(text, default_unit="M")
+    except units.SizeError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _unit_number(words: list[str], usage: str) -> tuple[int, list[str]]:
     if not words:
         raise CommandError(f"unit number missing (usage: {usage})")
-    return _int(words[0], "unit", 1, 32), words[1:]
+    return _int(words[0], "unit", ops.LUNS), words[1:]
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -189,7 +236,7 @@ def _show(array: Array, words: list[str]) -> Reply:
     if obj == "EVENTS" and len(rest) <= 1:
         events = array.events()
         if rest:
-            events = events[-_int(rest[0], "event count", 1, 100000) :]
+            events = events[-_int(rest[0], "event count", _limit("events", "limit")) :]
         return Reply(events, render.events_text(events))
     raise CommandError(f"unknown SHOW command {' '.join(what)!r} ({USAGE['SHOW']})")
 
@@ -205,14 +252,14 @@ def _unit_command(array: Array, words: list[str], verb: str) -> Reply:
             raise CommandError(f"DATA= missing (usage: {usage})")
         if "RAID_LEVEL" not in o:
             raise CommandError(f"RAID_LEVEL= missing (usage: {usage})")
-        raid = RAID_LEVELS.get(o["RAID_LEVEL"].upper())
-        if raid is None:
-            raise CommandError(f"RAID_LEVEL={o['RAID_LEVEL']} not one of 0, 1, 10, 5, ADG")
-        kw: dict[str, Any] = {"raid": raid}
+        try:
+            kw: dict[str, Any] = {"raid": RaidLevel.parse(o["RAID_LEVEL"]).value}
+        except ValueError:
+            raise CommandError(f"RAID_LEVEL={o['RAID_LEVEL']} not one of {', '.join(RaidLevel)}") from None
         kw["bays"] = parse_disks(o["DATA"]) if "DATA" in o else []
         if "STRIPE_SIZE" in o:
-            kw["stripe_kib"] = _int(o["STRIPE_SIZE"].upper().removesuffix("KB").removesuffix("K"),
-                                    "STRIPE_SIZE", 16, 256)
+            kw["stripe_kib"] = _one_of(o["STRIPE_SIZE"].upper().removesuffix("KB").removesuffix("K"),
+                                       "STRIPE_SIZE", _choices("add_unit", "stripe_kib"))
         if "SIZE" in o:
             kw["size_bytes"] = parse_size(o["SIZE"])
         if "NAME" in o:
@@ -248,7 +295,7 @@ def _spare_command(array: Array, words: list[str], verb: str) -> Reply:
     pos, o = _options(words, {"UNIT"}, usage)
     if "UNIT" not in o:
         raise CommandError(f"UNIT= missing (usage: {usage})")
-    lun = _int(o["UNIT"], "unit", 1, 32)
+    lun = _int(o["UNIT"], "unit", ops.LUNS)
     if not pos:
         raise CommandError(f"no disk given (usage: {usage})")
     bays = parse_disks(",".join(pos))
@@ -264,8 +311,9 @@ def _set_globals(array: Array, words: list[str]) -> Reply:
     if pos or not o:
         raise CommandError(f"usage: {usage}")
     prio = o["REBUILD_PRIORITY"].lower()
-    if prio not in ("high", "medium", "low"):
-        raise CommandError(f"REBUILD_PRIORITY={o['REBUILD_PRIORITY']} not one of HIGH, MEDIUM, LOW")
+    if prio not in _choices("set_rebuild_priority", "priority"):
+        raise CommandError(f"REBUILD_PRIORITY={o['REBUILD_PRIORITY']} not one of "
+                           f"{_words(_choices('set_rebuild_priority', 'priority'), ', ')}")
     result = array.operate("set_rebuild_priority", prio)
     return Reply(result, f"Rebuild priority set to {prio.upper()}.")
 
@@ -278,16 +326,10 @@ def _set_cache(array: Array, words: list[str]) -> Reply:
         if w.upper() not in ("ENABLE", "DISABLE") or "enabled" in kw:
             raise CommandError(f"unexpected {w!r} (usage: {usage})")
         kw["enabled"] = w.upper() == "ENABLE"
-    if "RATIO" in o:
-        ratio = _int(o["RATIO"].rstrip("%"), "RATIO", 0, 100)
-        if ratio % 25:
-            raise CommandError("RATIO is the read share in steps of 25: 0, 25, 50, 75 or 100")
-        kw["ratio_read_percent"] = ratio
-    if "SIZE" in o:
-        size = _int(o["SIZE"].upper().removesuffix("MB"), "SIZE", 1, 1 << 20)
-        if size not in (128, 256):
-            raise CommandError("SIZE is 128 or 256 (MB), the MSA500's cache modules")
-        kw["size_mb"] = size
+    if "RATIO" in o:  # the read share, percent
+        kw["ratio_read_percent"] = _one_of(o["RATIO"].rstrip("%"), "RATIO", _choices("set_cache", "ratio_read_percent"))
+    if "SIZE" in o:  # MB: the product's cache modules (the model accepts more, for tests)
+        kw["size_mb"] = _one_of(o["SIZE"].upper().removesuffix("MB"), "SIZE", ops.CACHE_MODULES_MB)
     if not kw:
         raise CommandError(f"usage: {usage}")
     result = array.operate("set_cache", **kw)
@@ -314,6 +356,8 @@ def _rso(array: Array, words: list[str]) -> Reply:
                 raise CommandError(f"TIMEOUT={o['TIMEOUT']} is not a number of seconds") from None
             if not math.isfinite(kw["timeout_s"]):
                 raise CommandError(f"TIMEOUT={o['TIMEOUT']} is not a number of seconds")
+            if kw["timeout_s"] not in _limit("rso_configure", "timeout_s"):
+                raise CommandError(f"TIMEOUT={o['TIMEOUT']} outside {_limit('rso_configure', 'timeout_s')} seconds")
         if "ACT_ALONE" in o:
             if o["ACT_ALONE"].upper() not in ("YES", "NO"):
                 raise CommandError("ACT_ALONE=YES or NO")
@@ -336,23 +380,25 @@ def _fault(array: Array, words: list[str]) -> Reply:
     if len(words) < 2:
         raise CommandError(f"usage: {usage}")
     target, action, args = words[0].upper(), words[1].upper(), words[2:]
-    m = re.fullmatch(r"(PSU|FAN)(\d)", target)
+    m = re.fullmatch(r"(PSU|FAN)(\d+)", target)
     if m:
-        if action not in ("FAIL", "RESTORE") or args:
-            raise CommandError(f"usage: FAULT {m.group(1)}n FAIL|RESTORE")
-        n = _int(m.group(2), m.group(1), 1, 2)
-        result = array.operate(f"fault_{m.group(1).lower()}", n, action.lower())
+        op = f"fault_{m.group(1).lower()}"
+        if action.lower() not in _choices(op, "action") or args:
+            raise CommandError(f"usage: FAULT {m.group(1)}n {_words(_choices(op, 'action'))}")
+        n = _int(m.group(2), m.group(1), _limit(op, "n"))
+        result = array.operate(op, n, action.lower())
         return Reply(result, f"{m.group(1)} {n}: {'failed' if action == 'FAIL' else 'restored'}.")
-    m = re.fullmatch(r"LINK(\d)", target)
+    m = re.fullmatch(r"LINK(\d+)", target)
     if m:
-        if action not in ("DOWN", "UP") or args:
-            raise CommandError("usage: FAULT LINKn DOWN|UP (n: port 1 or 2)")
-        port = _int(m.group(1), "port", 1, 2)
+        if action.lower() not in _choices("fault_link", "action") or args:
+            raise CommandError(f"usage: FAULT LINKn {_words(_choices('fault_link', 'action'))} "
+                               f"(n: port {_limit('fault_link', 'port')})")
+        port = _int(m.group(1), "port", _limit("fault_link", "port"))
         result = array.operate("fault_link", port, action.lower())
         return Reply(result, f"Port {port} heartbeat link {action.lower()}.")
     if target == "BATTERY":
-        if action not in ("FAIL", "REMOVE", "RESTORE", "LOW") or args:
-            raise CommandError("usage: FAULT BATTERY FAIL|REMOVE|RESTORE|LOW")
+        if action.lower() not in _choices("fault_battery", "action") or args:
+            raise CommandError(f"usage: FAULT BATTERY {_words(_choices('fault_battery', 'action'))}")
         result = array.operate("fault_battery", action.lower())
         return Reply(result, f"Battery: {action.lower()} done.")
     if target == "SHELF":
@@ -360,7 +406,8 @@ def _fault(array: Array, words: list[str]) -> Reply:
             pos, o = _options(args, {"DURATION"}, "FAULT SHELF POWER-OFF [DURATION=seconds]")
             if pos:
                 raise CommandError("usage: FAULT SHELF POWER-OFF [DURATION=seconds]")
-            seconds = float(_int(o["DURATION"], "DURATION", 1, 30 * 86400)) if "DURATION" in o else None
+            seconds = float(_int(o["DURATION"], "DURATION", _limit("power_off", "duration"))) if "DURATION" in o \
+                else None
             result = array.operate("power_off", duration=seconds)
             tail = f" for {seconds:.0f} s" if seconds else ""
             return Reply(result, f"Shelf powered off{tail}.")
@@ -371,7 +418,7 @@ def _fault(array: Array, words: list[str]) -> Reply:
     if target == "TEMPERATURE":
         if args:
             raise CommandError("usage: FAULT TEMPERATURE c (degrees Celsius)")
-        celsius = _int(words[1], "temperature", -40, 150)
+        celsius = _int(words[1], "temperature", _limit("set_temperature", "celsius"))
         result = array.operate("set_temperature", celsius)
         return Reply(result, f"Temperature set to {celsius} C.")
     if not target.startswith("DISK"):
@@ -383,36 +430,80 @@ def _fault(array: Array, words: list[str]) -> Reply:
     elif action == "MEDIA-ERROR":
         if len(args) != 2:
             raise CommandError("usage: FAULT DISKm MEDIA-ERROR lba count")
-        kw = {"lba": _int(args[0], "lba", 0, 1 << 48), "count": _int(args[1], "count", 1, 1 << 32)}
+        kw = {"lba": _int(args[0], "lba", _limit("fault_disk", "lba")),
+              "count": _int(args[1], "count", _limit("fault_disk", "count"))}
     elif action == "LATENCY":
         if len(args) != 1:
             raise CommandError("usage: FAULT DISKm LATENCY ms")
-        kw = {"ms": _int(args[0], "latency", 0, 600000)}
+        kw = {"ms": _int(args[0], "latency", _limit("fault_disk", "ms"))}
     else:
         raise CommandError(f"unknown fault {words[1]!r} (usage: {usage})")
     result = array.operate("fault_disk", bay, action.lower(), **kw)
     return Reply(result, f"DISK{bay}: {action.lower()} done.")
 
 
+def _help(array: Array, words: list[str]) -> Reply:
+    return help_reply(words)
+
+
+def help_reply(words: list[str]) -> Reply:
+    """HELP [verb]: every command (or one verb's) with its usage and summary; needs no array."""
+    topic = " ".join(w.upper() for w in words)
+    rows = [(f.usage, f.text) for key, c in COMMANDS.items() for f in c.forms
+            if not topic or topic in (key, key.split()[0]) or f.usage.upper().startswith(topic + " ")]
+    if not rows:
+        raise CommandError(f"HELP {topic}: no such command ({COMMANDS['HELP'].usage})")
+    head = "Commands (case-insensitive; DISKm is bay m, unit n is LUN n; A | B, A|B: either; [...]: optional):"
+    return Reply([{"command": u, "summary": t} for u, t in rows], "\n".join([head, render.help_text(rows)]))
+
+
+_DISK_FAULT = (f"fail, pull, insert the drive in bay m ({ops.BAYS}); a media error at lba for count blocks; "
+               f"ms ({_limit('fault_disk', 'ms')}) latency per I/O; clear its faults")
+_RSO_ENABLE = f"enable RSO: port 1 primary, port 2 recovery; s: heartbeat timeout ({ops.RSO_TIMEOUT_S} s)"
 COMMANDS: dict[str, Command] = {
-    "SHOW": Command("SHOW GLOBALS | SHOW DISKS | SHOW UNITS | SHOW SPARES | SHOW EVENTS [n]", _show),
-    "ADD UNIT": Command('ADD UNIT n DATA="DISKa-DISKb" RAID_LEVEL=0|1|1+0|10|5|ADG|6 [STRIPE_SIZE=k] [SIZE=s]'
-                        ' [NAME=x] | ADD UNIT n ARRAY=a RAID_LEVEL=0|1|10|5|ADG [SIZE=s] [NAME=x]',
-                        functools.partial(_unit_command, verb="ADD")),
-    "DELETE UNIT": Command("DELETE UNIT n", functools.partial(_unit_command, verb="DELETE")),
-    "ADD SPARE": Command("ADD SPARE UNIT=n DISKm [DISKk ...]", functools.partial(_spare_command, verb="ADD")),
-    "DELETE SPARE": Command("DELETE SPARE UNIT=n DISKm [DISKk ...]",
-                            functools.partial(_spare_command, verb="DELETE")),
-    "EXPAND UNIT": Command('EXPAND UNIT n DATA="DISKa-DISKb"', functools.partial(_unit_command, verb="EXPAND")),
-    "EXTEND UNIT": Command("EXTEND UNIT n SIZE=s", functools.partial(_unit_command, verb="EXTEND")),
-    "SET GLOBALS": Command("SET GLOBALS REBUILD_PRIORITY=HIGH|MEDIUM|LOW", _set_globals),
-    "SET CACHE": Command("SET CACHE [ENABLE|DISABLE] [RATIO=0|25|50|75|100] [SIZE=128|256]", _set_cache),
-    "RSO": Command("RSO STATUS | RSO ENABLE [TIMEOUT=s] [ACT_ALONE=YES|NO] | RSO FAILOVER | RSO RESTORE"
-                   " | RSO DISABLE", _rso),
-    "FAULT": Command("FAULT DISKm FAIL | PULL | INSERT | MEDIA-ERROR lba count | LATENCY ms | CLEAR"
-                     " | FAULT PSUn FAIL | RESTORE | FAULT FANn FAIL | RESTORE | FAULT TEMPERATURE c"
-                     " | FAULT BATTERY LOW | FAIL | REMOVE | RESTORE"
-                     " | FAULT SHELF POWER-OFF [DURATION=s] | FAULT SHELF POWER-ON | FAULT LINKn DOWN | UP", _fault),
+    "SHOW": Command(_show, (Form("SHOW GLOBALS", "describe"), Form("SHOW DISKS", "disks"),
+                            Form("SHOW UNITS", "units"), Form("SHOW SPARES", "spares"),
+                            Form("SHOW EVENTS [n]", "events",
+                                 f"the event log, or its last n events ({_limit('events', 'limit')})"))),
+    "ADD UNIT": Command(functools.partial(_unit_command, verb="ADD"), (
+        Form(f'ADD UNIT n DATA="DISKa-DISKb" RAID_LEVEL={"|".join(RaidLevel.names())} [STRIPE_SIZE=k] [SIZE=s]'
+             " [NAME=x]", "add_unit", f"create unit n ({ops.LUNS}) on a new array of unassigned drives; "
+             f"stripe k KiB ({_words(_choices('add_unit', 'stripe_kib'))}), size s (default: all of it)"),
+        Form(f"ADD UNIT n ARRAY=a RAID_LEVEL={'|'.join(RaidLevel)} [SIZE=s] [NAME=x]", "add_unit",
+             "create unit n on the free space of array a (SHOW UNITS names the arrays)"))),
+    "DELETE UNIT": Command(functools.partial(_unit_command, verb="DELETE"), (Form("DELETE UNIT n", "delete_unit"),)),
+    "ADD SPARE": Command(functools.partial(_spare_command, verb="ADD"),
+                         (Form("ADD SPARE UNIT=n DISKm [DISKk ...]", "add_spare"),)),
+    "DELETE SPARE": Command(functools.partial(_spare_command, verb="DELETE"),
+                            (Form("DELETE SPARE UNIT=n DISKm [DISKk ...]", "delete_spare"),)),
+    "EXPAND UNIT": Command(functools.partial(_unit_command, verb="EXPAND"),
+                           (Form('EXPAND UNIT n DATA="DISKa-DISKb"', "expand_unit"),)),
+    "EXTEND UNIT": Command(functools.partial(_unit_command, verb="EXTEND"),
+                           (Form("EXTEND UNIT n SIZE=s", "extend_unit"),)),
+    "SET GLOBALS": Command(_set_globals, (
+        Form(f"SET GLOBALS REBUILD_PRIORITY={_words(_choices('set_rebuild_priority', 'priority'))}",
+             "set_rebuild_priority"),)),
+    "SET CACHE": Command(_set_cache, (
+        Form(f"SET CACHE [ENABLE|DISABLE] [RATIO={_words(_choices('set_cache', 'ratio_read_percent'))}]"
+             f" [SIZE={_words(ops.CACHE_MODULES_MB)}]", "set_cache",
+             "the array accelerator: on or off, its read share in percent, its size in MB"),)),
+    "RSO": Command(_rso, (Form("RSO STATUS", "rso_status"),
+                          Form("RSO ENABLE [TIMEOUT=s] [ACT_ALONE=YES|NO]", "rso_configure", _RSO_ENABLE),
+                          Form("RSO FAILOVER", "rso_failover"), Form("RSO RESTORE", "rso_restore"),
+                          Form("RSO DISABLE", "rso_configure", "disable RSO: both ports reach the units"))),
+    "FAULT": Command(_fault, (
+        Form("FAULT DISKm FAIL | PULL | INSERT | MEDIA-ERROR lba count | LATENCY ms | CLEAR", "fault_disk",
+             _DISK_FAULT),
+        Form(f"FAULT PSUn {_words(_choices('fault_psu', 'action'), ' | ')}", "fault_psu"),
+        Form(f"FAULT FANn {_words(_choices('fault_fan', 'action'), ' | ')}", "fault_fan"),
+        Form("FAULT TEMPERATURE c", "set_temperature",
+             f"set the enclosure temperature to c degrees C ({_limit('set_temperature', 'celsius')})"),
+        Form(f"FAULT BATTERY {_words(_choices('fault_battery', 'action'), ' | ')}", "fault_battery"),
+        Form("FAULT SHELF POWER-OFF [DURATION=s]", "power_off"),
+        Form("FAULT SHELF POWER-ON", "power_on"),
+        Form(f"FAULT LINKn {_words(_choices('fault_link', 'action'), ' | ')}", "fault_link"))),
 }
+_VERBS = {key.split()[0] for key in COMMANDS} | {"HELP"}
+COMMANDS["HELP"] = Command(_help, (Form(f"HELP [{'|'.join(dict.fromkeys(k.split()[0] for k in COMMANDS))}]",
+                                        summary="these lines, or only those of one verb"),))
 USAGE = {key: c.usage for key, c in COMMANDS.items()}
-_VERBS = {key.split()[0] for key in COMMANDS}

@@ -5,24 +5,19 @@ One way to write each kind of value, so every view reads the same:
   command language counts them (SIZE=4GB is 4 GiB); the JSON views give exact bytes;
 - lists of drives are in the command language's own form, `DISK3-DISK6,DISK9`;
 - times are local, to the millisecond; a value nobody knows is `-` (never None or a Python repr);
-- tables have aligned columns, one row per drive, unit, spare or event.
+- tables have aligned columns, one row per drive, unit, spare or event;
+- RAID levels as the product writes them (RAID 1+0, RAID ADG), from RaidLevel's one vocabulary.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-RAID_NAMES = {
-    "0": "RAID 0",
-    "1": "RAID 1",
-    "10": "RAID 1+0",
-    "1+0": "RAID 1+0",
-    "5": "RAID 5",
-    "ADG": "RAID ADG",
-}
+from firmware_model.raid.api import RaidLevel
+
 _UNITS = ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
 
 
@@ -62,6 +57,14 @@ def value(v: Any) -> str:
     return str(v)
 
 
+def raid(level: Any) -> str:
+    """A RAID level as the product writes it: RAID 5, RAID 1+0, RAID ADG; an unknown one as it is."""
+    try:
+        return RaidLevel.parse(level).display
+    except ValueError:
+        return value(level)
+
+
 def disk_list(bays: Iterable[Any] | None) -> str:
     """Bays in the command language's form: DISK3-DISK6,DISK9; a missing member is `(missing)`."""
     parts: list[str] = []
@@ -94,6 +97,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable
         return "  ".join(out).rstrip()
 
     return [line(headers)] + [line(r) for r in rows]
+
+
+def help_text(rows: Sequence[tuple[str, str]], width: int = 44) -> str:
+    """Commands and their summaries in two columns; a usage wider than `width` has its summary on
+    the next line, in the summary column."""
+    col = min(max((len(u) for u, _ in rows), default=0), width)
+    lines: list[str] = []
+    for usage, summary in rows:
+        if len(usage) <= col:
+            lines.append(f"  {usage.ljust(col)}  {summary}".rstrip())
+        else:
+            lines += [f"  {usage}", f"  {'':{col}}  {summary}"]
+    return "\n".join(lines)
 
 
 def pairs(items: Sequence[tuple[str, str]], indent: str = "  ") -> list[str]:
@@ -191,7 +207,7 @@ def globals_text(g: dict[str, Any]) -> str:
     return "\n".join(["Global Parameters:", *pairs(items)])
 
 
-def _disk_notes(d: dict[str, Any]) -> str:
+def _disk_notes(d: Mapping[str, Any]) -> str:
     notes = []
     if d.get("rebuild_percent") is not None and str(d.get("state")) == "rebuilding":
         notes.append(f"rebuild {_percent(d['rebuild_percent'])}")
@@ -205,7 +221,7 @@ def _disk_notes(d: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
-def disks_text(disks: list[dict[str, Any]]) -> str:
+def disks_text(disks: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for d in disks:
         state = str(d.get("state", "-")).upper()
@@ -216,7 +232,7 @@ def disks_text(disks: list[dict[str, Any]]) -> str:
     return "\n".join(table(["Disk", "Size", "State", "Role", "Array", "Serial", "Notes"], rows, right=[1]))
 
 
-def _unit_state(u: dict[str, Any]) -> str:
+def _unit_state(u: Mapping[str, Any]) -> str:
     state = str(u.get("state", "-")).upper()
     for key in ("rebuild_percent", "expand_percent"):
         if u.get(key) is not None:
@@ -227,7 +243,7 @@ def _unit_state(u: dict[str, Any]) -> str:
     return state
 
 
-def units_text(units: list[dict[str, Any]]) -> str:
+def units_text(units: Sequence[Mapping[str, Any]]) -> str:
     if not units:
         return "No units configured."
     lost = any("lost_blocks" in u for u in units)
@@ -237,10 +253,9 @@ def units_text(units: list[dict[str, Any]]) -> str:
     headers += ["Data disks", "Spares"]
     rows = []
     for u in units:
-        raid = str(u.get("raid", ""))
         stripe = u.get("stripe_kib")
         row = [
-            value(u.get("lun")), value(u.get("name")), value(u.get("array")), RAID_NAMES.get(raid, raid or "-"),
+            value(u.get("lun")), value(u.get("name")), value(u.get("array")), raid(u.get("raid")),
             size(stripe * 1024) if isinstance(stripe, int) else "-", size(u.get("size_bytes")), _unit_state(u),
             f"{value(u.get('fault_tolerance', 0))} failure(s)",
         ]
@@ -255,7 +270,7 @@ def units_text(units: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def spares_text(spares: list[dict[str, Any]]) -> str:
+def spares_text(spares: Sequence[Mapping[str, Any]]) -> str:
     if not spares:
         return "No spare drive is designated."
     rows = []
@@ -277,7 +292,7 @@ def _message(text: Any) -> str:
     return _BYTES.sub(lambda m: size(int(m.group(1))), value(text))
 
 
-def events_text(events: list[dict[str, Any]]) -> str:
+def events_text(events: Sequence[Mapping[str, Any]]) -> str:
     if not events:
         return "No events."
     rows = [[value(e.get("id")), when(e.get("time")), str(e.get("severity", "")).upper(), value(e.get("code")),
