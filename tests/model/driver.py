@@ -176,7 +176,7 @@ class Driver:
 
     def close(self) -> None:
         try:
-            if not self.ctrl._closed:
+            if not self.ctrl.closed:
                 self.ctrl.close()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -226,7 +226,7 @@ class Driver:
                     f.close()
                 except BufferError:
                     gc.collect()
-        ctrl._closed = True
+        ctrl.closed = True
 
     @contextmanager
     def _killer(self, after: int | None) -> Iterator[None]:
@@ -456,7 +456,7 @@ class Driver:
     def execute(self, lun: int, cdb: bytes, data: bytes = b"") -> ScsiResult:
         """One command; unit attentions and deferred errors are taken and the command retried."""
         for _ in range(16):
-            res = self.ctrl.controller.execute(ScsiRequest(HOST, lun, cdb, data, len(data)))
+            res = self.ctrl.target.execute(ScsiRequest(HOST, lun, cdb, data, len(data)))
             if res.status == Status.CHECK_CONDITION:
                 key, asc, ascq, info, deferred = sense_of(res)
                 if key == 0x6:
@@ -689,7 +689,7 @@ class Driver:
         out = []
         for bay in self.bays:
             d = self._drive(bay)
-            if d is not None and not d.failed and self.ctrl._role(d)[0] == "unassigned":
+            if d is not None and not d.failed and self.ctrl.views.role(d)[0] == "unassigned":
                 out.append(bay)
         return out
 

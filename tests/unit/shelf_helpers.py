@@ -60,7 +60,7 @@ def run_idle(c: Controller, clock: VirtualClock, limit: int = 10000) -> int:
 def execute(c: Controller, lun: int, cdb: bytes, data: bytes = b"") -> ScsiResult:
     """One command; unit attentions (power on, LUN changes) are taken and retried."""
     for _ in range(8):
-        res = c.controller.execute(ScsiRequest(HOST, lun, cdb, data, len(data)))
+        res = c.target.execute(ScsiRequest(HOST, lun, cdb, data, len(data)))
         if res.status == Status.CHECK_CONDITION and sense(res)[0] == 0x6:
             continue
         return res
@@ -164,4 +164,4 @@ def abandon(c: Controller) -> None:
     c.cache._unmap()
     c.intents.close()
     c.member_journal.close()
-    c._closed = True
+    c.closed = True

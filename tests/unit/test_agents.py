@@ -50,7 +50,7 @@ class LocalDevice(_Device):
     def run(self, cdb: bytes, data_out: bytes, read_len: int) -> bytes:
         if not self.sim.reachable[self.port] or self.sim.ctl is None:
             raise DeviceLost("connection reset")
-        res = self.sim.ctl.controller.execute(ScsiRequest(
+        res = self.sim.ctl.target.execute(ScsiRequest(
             self.nexus, 0, cdb, data_out, len(data_out) or read_len,
             DataDirection.WRITE if data_out else DataDirection.READ if read_len else DataDirection.NONE))
         if res.status == Status.CHECK_CONDITION:
@@ -61,7 +61,7 @@ class LocalDevice(_Device):
 
     def close(self) -> None:
         if self.sim.ctl is not None:
-            self.sim.ctl.controller.nexus_loss(self.nexus)
+            self.sim.ctl.target.nexus_loss(self.nexus)
 
 
 class Sim:
@@ -155,7 +155,7 @@ def lun1(sim: Sim, port: int, write: bool = False) -> tuple[int, int, int] | Non
     nexus = Nexus(f"iqn.2026-11.test:host{port},i,0x00abcd", port)
     cdb = struct.pack(">BBIBHB", 0x2A if write else 0x28, 0, 0, 0, 1, 0)
     for _ in range(8):
-        res = sim.ctl.controller.execute(ScsiRequest(nexus, 1, cdb, b"\x5a" * 512 if write else b"", 512))
+        res = sim.ctl.target.execute(ScsiRequest(nexus, 1, cdb, b"\x5a" * 512 if write else b"", 512))
         if res.status == Status.CHECK_CONDITION and sense(res)[0] == 0x6:
             continue
         return None if res.status == Status.GOOD else sense(res)

@@ -25,7 +25,7 @@ def spec(**kw: Any) -> ShelfSpec:
 
 
 def raw(c: Controller, lun: int, cdb: bytes, data: bytes = b"", nexus: Nexus = HOST) -> ScsiResult:
-    return c.controller.execute(ScsiRequest(nexus, lun, cdb, data, len(data)))
+    return c.target.execute(ScsiRequest(nexus, lun, cdb, data, len(data)))
 
 
 def settle(c: Controller, *nexuses: Nexus) -> None:

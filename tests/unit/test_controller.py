@@ -17,7 +17,6 @@ from firmware_model.controller import (
     ShelfSpec,
 )
 from firmware_model.scsi.types import ScsiRequest, Status
-from firmware_model.shelf import Shelf
 from tests.unit.shelf_helpers import (
     HOST,
     MIB,
@@ -47,7 +46,7 @@ def bare(env: Clocked, tmp_path: Path) -> Controller:
 
 
 def test_default_shelf_shows_the_product_off(tmp_path: Path) -> None:
-    c = Shelf(tmp_path, ShelfSpec(), Clocked().clock)
+    c = Controller(tmp_path, ShelfSpec(), Clocked().clock)
     units = c.units()
     assert [(u["lun"], u["name"], u["raid"], u["bays"], u["size_bytes"]) for u in units] == [
         (1, "boot", "1", [1, 2], 8 << 30),
@@ -60,7 +59,7 @@ def test_default_shelf_shows_the_product_off(tmp_path: Path) -> None:
     assert all(r[2] == "empty" for r in roles[10:])
     g = c.describe()
     assert g["bays"] == 14 and g["power_supplies"] == ["ok", "ok"] and g["logical_drives"][0]["lun"] == 1
-    assert c.controller.lun_list() == [0, 1, 2]
+    assert c.target.lun_list() == [0, 1, 2]
     c.close()
 
 
@@ -107,7 +106,7 @@ def test_failed_unit_answers_not_ready_and_request_sense_says_why(env: Clocked, 
     res = tur(c, 1)
     assert res.status == Status.CHECK_CONDITION and sense(res) == (0x2, 0x04, 0x03)
     assert sense(write(c, 1, 0, bytes(512))) == (0x2, 0x04, 0x03)
-    rs = c.controller.execute(ScsiRequest(HOST, 1, bytes((3, 0, 0, 0, 18, 0))))
+    rs = c.target.execute(ScsiRequest(HOST, 1, bytes((3, 0, 0, 0, 18, 0))))
     assert rs.data[2] & 0xF == 0x2 and rs.data[12:14] == b"\x04\x03"
     assert "UNIT_FAILED" in codes(c)
     # the same drive back: a RAID 0 logical drive is re-enabled
@@ -289,7 +288,7 @@ def test_several_units_per_array_and_delete(env: Clocked, tmp_path: Path) -> Non
     d1 = fill(c, 1, 1)
     d3 = fill(c, 3, 3)
     c.delete_unit(2)
-    assert c.controller.lun_list() == [0, 1, 3]
+    assert c.target.lun_list() == [0, 1, 3]
     c.add_unit(4, array="A", raid="5")  # the rest: the largest free run
     assert read_all(c, 1) == d1 and read_all(c, 3) == d3
     c.delete_unit(1)

@@ -42,7 +42,7 @@ def test_extend_grows_the_unit_keeps_data_and_signals_capacity_change(env: Clock
     data = fill(c, 2, 5)
     assert read_capacity(c, 2) == (24 * MIB // 512 - 1, 512)
     c.extend_unit(2, 36 * MIB)
-    res = c.controller.execute(ScsiRequest(HOST, 2, bytes((0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0))))
+    res = c.target.execute(ScsiRequest(HOST, 2, bytes((0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0))))
     assert res.status == Status.CHECK_CONDITION and sense(res) == (0x6, 0x2A, 0x09)
     assert read_capacity(c, 2) == (36 * MIB // 512 - 1, 512)
     got = read_all(c, 2)
@@ -146,7 +146,7 @@ def test_expansion_journal_replays_an_interrupted_step(env: Clocked, tmp_path: P
         LogicalDriveSpec(1, "A", "5", 16 * MIB, "p", 16)]))
     data = fill(c, 1, 6)
     c.expand_unit(1, [4])
-    import firmware_model.controller as ctl
+    import firmware_model.controller.expansion as ctl
 
     real = ctl.restripe
     calls = {"n": 0}
@@ -165,7 +165,7 @@ def test_expansion_journal_replays_an_interrupted_step(env: Clocked, tmp_path: P
             c.advance(env.clock.now())
     monkeypatch.setattr(ctl, "restripe", real)
     assert (tmp_path / "expand-journal.bin").exists()
-    c._save_nvram()  # what the process had in NVRAM: the watermark before the step
+    c.nvram.save()  # what the process had in NVRAM: the watermark before the step
     c.enclosure.close()
     c2 = env.open(tmp_path)
     assert not (tmp_path / "expand-journal.bin").exists()

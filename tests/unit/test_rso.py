@@ -48,14 +48,14 @@ def c(env: Clocked, tmp_path: Path) -> Controller:
 
 
 def cmd(c: Controller, nexus: Nexus, lun: int, cdb: bytes, data: bytes = b"") -> ScsiResult:
-    return c.controller.execute(ScsiRequest(nexus, lun, cdb, data, len(data)))
+    return c.target.execute(ScsiRequest(nexus, lun, cdb, data, len(data)))
 
 
 def login(c: Controller, nexus: Nexus) -> None:
     """A session logs in and takes its power-on unit attentions."""
     cmd(c, nexus, 0, INQUIRY)
-    for lun in c.controller.lun_list():
-        while c.controller.pop_unit_attention(nexus, lun) is not None:
+    for lun in c.target.lun_list():
+        while c.target.pop_unit_attention(nexus, lun) is not None:
             pass
 
 
@@ -364,7 +364,7 @@ def test_restore_refused_while_recovery_logged_in_then_allowed(c: Controller, en
     assert cmd(c, P2, 0, FAILOVER).status == Status.GOOD
     with pytest.raises(ControllerError):
         c.rso_restore()
-    c.controller.nexus_loss(P2)  # the recovery server is shut down
+    c.target.nexus_loss(P2)  # the recovery server is shut down
     c.rso_restore()
     assert state(c) == RsoState.DAEMON_DOWN  # until the restored primary heartbeats
     assert c.next_deadline() is None
@@ -382,7 +382,7 @@ def test_restore_refused_while_recovery_logged_in_then_allowed(c: Controller, en
 def test_fence_is_keyed_on_the_port_not_the_session(c: Controller, env: Clocked) -> None:
     running(c, env)
     assert cmd(c, P2, 0, FAILOVER).status == Status.GOOD
-    c.controller.nexus_loss(P1)
+    c.target.nexus_loss(P1)
     again = Nexus(P1.initiator.replace("0x000001", "0x000009"), 1)
     login(c, again)
     assert sense(write(c, again, 0, b"\x11" * 512)) == UNAVAILABLE
