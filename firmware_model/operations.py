@@ -96,6 +96,10 @@ DISK_FAULTS: dict[str, tuple[str, ...]] = {
 COMPONENT_ACTIONS = ("fail", "restore")  # power supplies and fans
 BATTERY_ACTIONS = ("low", "fail", "remove", "restore")
 LINK_ACTIONS = ("down", "up")
+MAX_CONNECTIONS = 64  # host connections (ADD CONNECTION), as the MSA CLI keeps them
+CONNECTION_NAME_MAX = 32  # letters, digits, '-', '_', '.' (firmware_model.controller.access checks the characters)
+IQN_MAX = 223  # an iSCSI name's longest (RFC 3720 3.2.6.1)
+PORT_ACCESS = ("all", "connections")  # who may log in on a port: anyone, or the connections' initiators
 
 
 # ------------------------------------------------------------------------------ the rows
@@ -266,6 +270,7 @@ def _op(name: str, summary: str, *args: Arg, persists: bool = True, owner: Owner
 
 _LUN = Arg("lun", Kind.INT, LUNS)
 _BAYS = Arg("bays", Kind.BAYS, BAYS)
+_CONN = Arg("name", Kind.TEXT, max_len=CONNECTION_NAME_MAX)
 _SIZE = Arg("size_bytes", Kind.INT, AtLeast(MIN_UNIT_BYTES), multiple=BLOCK_SIZE)
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
@@ -298,6 +303,19 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         Arg("ratio_read_percent", Kind.INT, choices=CACHE_RATIOS, required=False),
         Arg("size_mb", Kind.INT, CACHE_SIZE_MB, required=False),
         Arg("force_write_back", Kind.BOOL, required=False)),
+    # -- host connections and Selective Storage Presentation
+    _op("connections", "the host connections (name, initiator IQN, port) and each port's access mode",
+        persists=False),
+    _op("acl", "the units presented to some connections only, and to which", persists=False),
+    _op("add_connection", f"name a host by its initiator IQN, on one port or either (at most {MAX_CONNECTIONS})",
+        _CONN, Arg("iqn", Kind.TEXT, max_len=IQN_MAX), Arg("port", Kind.INT, PORTS, required=False)),
+    _op("delete_connection", "forget a host connection (not while an ACL entry names it)", _CONN),
+    _op("set_port_access", "who may log in on a port: anyone, or only the initiators of its connections",
+        Arg("port", Kind.INT, PORTS), Arg("access", Kind.TEXT, choices=PORT_ACCESS)),
+    _op("add_acl", "present a unit to a connection (once a unit has ACL entries, only they see it)",
+        replace(_CONN, name="connection"), _LUN),
+    _op("delete_acl", "take a connection off a unit's ACL (with none left, every host sees it)",
+        replace(_CONN, name="connection"), _LUN),
     # -- Recovery Server Option
     _op("rso_status", "the Recovery Server Option: state, active and fenced port, heartbeats, links", persists=False),
     _op("rso_configure", f"enable or disable RSO, its heartbeat timeout ({RSO_TIMEOUT_S} s), whether the "

@@ -38,6 +38,7 @@ from ..scsi.target import ScsiTarget
 from ..scsi.units import ControllerUnit
 from ..write_journal import IntentLog, MemberJournal
 from .accelerator import Accelerator
+from .access import Access, AclView, ConnectionView, PortAccessView
 from .background import Background
 from .drive_events import DriveEvents
 from .expansion import Expansion
@@ -92,11 +93,13 @@ class Controller:
         self.accel = Accelerator(self)
         self.rso_link = RsoLink(self)
         self.views = Views(self)
+        self.access = Access(self)
         self.enclosure.on_remap = self.drive_events.media_remapped
         nvram = self.nvram.load()
         # Recovery Server Option: settings and fence from NVRAM, wired to the log and the ALUA gate.
         self.rso = Rso(self.clock, on_event=self.rso_link.event, on_change=self.rso_link.changed)
         self.rso.load((nvram or {}).get("rso"))
+        self.access.load((nvram or {}).get("access"))
         self.accel.open(nvram)
         self.intents = IntentLog(self.state_dir)
         self.member_journal = MemberJournal(self.state_dir)
@@ -116,6 +119,7 @@ class Controller:
         register_rso_commands(lun0, self.rso, host_event=self.rso_link.event)
         self.target.add_lun(0, lun0)
         self.target.nexus_observer = self.rso_link.nexus
+        self.access.apply()
         for lun in sorted(self.lds):
             self.volumes.attach_unit(self.lds[lun])
         self.volumes.refresh(quiet=True)
@@ -170,6 +174,7 @@ class Controller:
 
     def delete_unit(self, lun: int) -> None:
         self.provisioning.delete_unit(lun)
+        self.access.unit_deleted(lun)
 
     def add_spare(self, lun: int, bays: list[int]) -> None:
         self.provisioning.add_spare(lun, bays)
@@ -226,6 +231,28 @@ class Controller:
 
     def cache_stats(self) -> dict[str, Any]:
         return self.accel.stats()
+
+    # ============================================================ host connections, ACLs
+    def connections(self) -> dict[str, list[PortAccessView] | list[ConnectionView]]:
+        return {"ports": self.access.ports(), "connections": self.access.connections()}
+
+    def acl(self) -> list[AclView]:
+        return self.access.acl_entries()
+
+    def add_connection(self, name: str, iqn: str, port: int | None = None) -> ConnectionView:
+        return self.access.add_connection(name, iqn, port)
+
+    def delete_connection(self, name: str) -> None:
+        self.access.delete_connection(name)
+
+    def set_port_access(self, port: int, access: str) -> PortAccessView:
+        return self.access.set_port_access(port, access)
+
+    def add_acl(self, connection: str, lun: int) -> AclView:
+        return self.access.add_acl(connection, lun)
+
+    def delete_acl(self, connection: str, lun: int) -> None:
+        self.access.delete_acl(connection, lun)
 
     # ============================================================ Recovery Server Option
     def rso_configure(self, enabled: bool, timeout_s: float | None = None,

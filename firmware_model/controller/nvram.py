@@ -94,6 +94,7 @@ class Nvram:
             "config": cfg.to_dict(),
             **c.accel.to_dict(),  # "cache", "battery"
             "rso": c.rso.to_dict(),
+            "access": c.access.to_dict(),
         }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")

@@ -16,6 +16,7 @@ from ..metadata import METADATA_BYTES
 from ..operations import (
     BLOCK_SIZE,
     DEFAULT_STRIPE_KIB,
+    MAX_CONNECTIONS,
     MAX_LUNS,
     MIN_DRIVE_BYTES,
     MIN_UNIT_BYTES,
@@ -71,6 +72,15 @@ class LogicalDriveSpec:
     stripe_kib: int | None = None
 
 
+@dataclass
+class ConnectionSpec:
+    """A host connection a new shelf starts with (ADD CONNECTION; firmware_model.controller.access)."""
+
+    name: str
+    iqn: str
+    port: int | None = None  # None: either port
+
+
 def _default_drives() -> list[int]:
     return [36 * GIB] * 10 + [0] * 4
 
@@ -93,6 +103,7 @@ class ShelfSpec:
     firmware: str = "2.10"
     rebuild_priority: str = "high"
     cache: CacheSettings = field(default_factory=CacheSettings)
+    connections: list[ConnectionSpec] = field(default_factory=list)
 
     def layout(self) -> tuple[list[ArraySpec], list[LogicalDriveSpec]]:
         if self.luns:
@@ -117,6 +128,16 @@ class ShelfSpec:
         for bay, size in enumerate(self.drive_bytes, 1):
             if size and (size < MIN_DRIVE_BYTES or size % BLOCK_SIZE):
                 raise ShelfError(f"bay {bay}: drive size {size} too small or not a multiple of 512")
+        from .access import connection_problem  # (local: access imports the room machinery)
+
+        names: set[str] = set()
+        for i, h in enumerate(self.connections):
+            problem = connection_problem(h.name, h.iqn, h.port)
+            if problem or h.name.lower() in names:
+                raise ShelfError(f"connections[{i}]: {problem or f'connection {h.name} named twice'}")
+            names.add(h.name.lower())
+        if len(self.connections) > MAX_CONNECTIONS:
+            raise ShelfError(f"at most {MAX_CONNECTIONS} connections")
         plan(self)
 
 

@@ -69,6 +69,7 @@ class Startup:
         except ShelfError:
             raise
         planned = plan(spec)
+        c.access.build(spec.connections)
         c.cfg = ShelfConfig(serial=spec.serial, product=spec.product, firmware=spec.firmware,
                             rebuild_priority=RebuildPriority(spec.rebuild_priority).value)
         for bay, size in enumerate(spec.drive_bytes, 1):

@@ -55,6 +55,9 @@ class ScsiTarget:
         self._gate: dict[int, tuple[int, ScsiError]] = {}
         # Told of every nexus the target starts or stops knowing (RSO's restore rule).
         self.nexus_observer: Callable[[Nexus, bool], None] | None = None
+        # Selective Storage Presentation: whether a nexus sees a logical drive; None (one check
+        # on the hot path) while every host sees every unit. LUN 0 is never asked about.
+        self.visibility: Callable[[Nexus, int], bool] | None = None
 
     # ------------------------------------------------------------ LUN map
     def add_lun(self, lun: int, unit: LogicalUnit) -> None:
@@ -73,8 +76,27 @@ class ScsiTarget:
             del self._ua[key]
         self._luns_changed(lun)
 
-    def lun_list(self) -> list[int]:
-        return sorted(self.luns)
+    def lun_list(self, nexus: Nexus | None = None) -> list[int]:
+        """The LUNs; with `nexus`, those it sees (REPORT LUNS)."""
+        seen = self.visibility
+        if nexus is None or seen is None:
+            return sorted(self.luns)
+        return [lun for lun in sorted(self.luns) if not lun or seen(nexus, lun)]
+
+    def set_visibility(self, visibility: Callable[[Nexus, int], bool] | None, changed_lun: int = 0) -> None:
+        """A new presentation of the units; each nexus whose view of `changed_lun` changed gets
+        REPORTED LUNS DATA HAS CHANGED (3F/0E) on the other LUNs it sees (SPC-4 6.33)."""
+        def sees(pred: Callable[[Nexus, int], bool] | None, n: Nexus) -> bool:
+            return pred is None or pred(n, changed_lun)
+
+        before = {n: sees(self.visibility, n) for n in self._nexuses} if changed_lun else {}
+        self.visibility = visibility
+        for n, was in before.items():
+            if was != sees(visibility, n):
+                self._ua.pop((n, changed_lun), None)
+                for lun in self.lun_list(n):
+                    if lun != changed_lun:
+                        self._queue_ua(n, lun, Asc.REPORTED_LUNS_DATA_HAS_CHANGED)
 
     def _luns_changed(self, changed: int) -> None:
         for lun in self.luns:
@@ -182,6 +204,8 @@ class ScsiTarget:
     # ------------------------------------------------------------ execute
     def execute(self, req: ScsiRequest) -> ScsiResult:
         unit = self.luns.get(req.lun) or self._nounit
+        if self.visibility is not None and req.lun and not self.visibility(req.nexus, req.lun):
+            unit = self._nounit  # a unit this host is not presented: as if there were none
         try:
             nexus = req.nexus
             if nexus not in self._nexuses:
@@ -235,6 +259,8 @@ class ScsiTarget:
         CDB the same way); on a LUN with nothing behind it, LOGICAL UNIT NOT SUPPORTED.
         """
         unit = self.luns.get(req.lun) or self._nounit
+        if self.visibility is not None and req.lun and not self.visibility(req.nexus, req.lun):
+            unit = self._nounit
         if req.expected_length <= unit.max_data_out:
             return None
         err = illegal(Asc.INVALID_FIELD_IN_CDB if unit.present else Asc.LOGICAL_UNIT_NOT_SUPPORTED)

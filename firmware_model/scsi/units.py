@@ -77,7 +77,7 @@ class TargetLike(Protocol):
 
     identity: TargetIdentity
 
-    def lun_list(self) -> list[int]: ...
+    def lun_list(self, nexus: Nexus | None = None) -> list[int]: ...
     def port_states(self) -> dict[int, int]: ...
     def alua_changed(self, port: int) -> bool: ...
     def gate_error(self, port: int) -> ScsiError | None: ...
@@ -337,7 +337,7 @@ class LogicalUnit:
         if select not in (0x00, 0x01, 0x02):
             raise ReportLuns.select.invalid()
         alloc = ReportLuns.alloc(cdb)
-        luns = self.target.lun_list() if self.target and select != 0x01 else []
+        luns = self.target.lun_list(req.nexus) if self.target and select != 0x01 else []
         body = bytearray()
         for lun in luns:
             body += encode_lun(lun)
