@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
+import secrets
+from collections import deque
 from dataclasses import dataclass, field
 
 CHAP_MD5 = "5"
 CHALLENGE_LEN = 16
+# Challenges (the target's and the initiators') remembered per node, to refuse reflection
+# and replay across sessions; bounded so a login flood cannot grow it.
+RECENT_CHALLENGES = 4096
 
 
 class ChapError(Exception):
@@ -44,24 +48,55 @@ def chap_response(ident: int, secret: bytes, challenge: bytes) -> bytes:
 class ChapConfig:
     """Initiator credentials the target accepts, and the target's own for mutual CHAP."""
 
-    users: dict[str, str] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict, repr=False)  # secrets never in a repr
     target_user: str | None = None
-    target_secret: str | None = None
+    target_secret: str | None = field(default=None, repr=False)
 
     @property
     def required(self) -> bool:
         return bool(self.users)
 
 
+class RecentChallenges:
+    """The last RECENT_CHALLENGES challenges seen on a node, oldest forgotten first."""
+
+    def __init__(self, size: int = RECENT_CHALLENGES) -> None:
+        self._order: deque[bytes] = deque()
+        self._set: set[bytes] = set()
+        self.size = size
+
+    def __contains__(self, challenge: object) -> bool:
+        return challenge in self._set
+
+    def add(self, challenge: bytes) -> None:
+        if challenge in self._set:
+            return
+        if len(self._order) >= self.size:
+            self._set.discard(self._order.popleft())
+        self._order.append(challenge)
+        self._set.add(challenge)
+
+    def fresh(self) -> bytes:
+        """A new random challenge (CSPRNG), never one issued or seen recently."""
+        while True:
+            challenge = secrets.token_bytes(CHALLENGE_LEN)
+            if challenge not in self._set:
+                self.add(challenge)
+                return challenge
+
+
 class ChapResponder:
     """Drives one CHAP exchange; each step takes the initiator's keys, returns ours."""
 
-    def __init__(self, config: ChapConfig, rng: bytes | None = None) -> None:
+    def __init__(self, config: ChapConfig, rng: bytes | None = None, recent: RecentChallenges | None = None) -> None:
         self.config = config
         self.state = "wait_a"
-        seed = rng or os.urandom(CHALLENGE_LEN + 1)
-        self.ident = seed[0]
-        self.challenge = seed[1 : CHALLENGE_LEN + 1]
+        self.recent = recent if recent is not None else RecentChallenges()
+        if rng:  # tests: a fixed identifier and challenge
+            self.ident, self.challenge = rng[0], rng[1 : CHALLENGE_LEN + 1]
+            self.recent.add(self.challenge)
+        else:
+            self.ident, self.challenge = secrets.randbelow(256), self.recent.fresh()
         self.done = False
 
     def step(self, keys: dict[str, str]) -> list[tuple[str, str]]:
@@ -93,6 +128,8 @@ class ChapResponder:
             self.state = "done"
             self.done = True
             return reply
+        if "CHAP_R" in keys or "CHAP_C" in keys:  # one response per challenge, one exchange per login
+            raise ChapError("CHAP keys after the exchange was complete")
         return []
 
     def _mutual(self, keys: dict[str, str]) -> list[tuple[str, str]]:
@@ -107,9 +144,12 @@ class ChapResponder:
         if not 0 <= ident <= 255:
             raise ChapError("CHAP_I out of range")
         challenge = decode_binary(keys["CHAP_C"])
-        if challenge == self.challenge:
-            raise ChapError("initiator reflected the target's challenge")
         if not challenge:
             raise ChapError("empty CHAP_C")
+        if challenge == self.challenge:
+            raise ChapError("initiator reflected the target's challenge")
+        if challenge in self.recent:  # a challenge of ours to another session, or a replayed one
+            raise ChapError("initiator's CHAP_C was issued or used recently (reflection or replay)")
+        self.recent.add(challenge)
         resp = chap_response(ident, self.config.target_secret.encode(), challenge)
         return [("CHAP_N", self.config.target_user), ("CHAP_R", encode_hex(resp))]

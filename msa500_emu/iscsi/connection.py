@@ -23,7 +23,7 @@ from firmware_model.scsi.types import DataDirection, ScsiRequest, Status
 
 from .constants import BHS_LEN, RESERVED_TAG, Op, RejectReason
 from .control import logout, nop_out, text
-from .login import LoginState
+from .login import LOGIN_MAX_DATA, LoginState
 from .node import PortalInfo, TargetNode, sn_lt
 from .params import TARGET_MAX_RECV_DSL
 from .pdu import FramingError, Pdu, PduReader, encode, extended_cdb, u32
@@ -75,8 +75,11 @@ class Connection(ResponseWriter):
         self.node = node
         self.portal = portal
         self._now = now
-        self.reader = PduReader(max_data=TARGET_MAX_RECV_DSL)
+        # During login the initiator may send 8192 bytes per PDU (RFC 7143 13.12); the full
+        # MaxRecvDataSegmentLength applies once the session is up.
+        self.reader = PduReader(max_data=LOGIN_MAX_DATA)
         self.login: LoginState | None = LoginState(node, portal)
+        self.login_deadline = now() + node.config.login_timeout
         self.closed = False
         self.close_reason = ""
         self.close_after_flush = False
@@ -121,6 +124,8 @@ class Connection(ResponseWriter):
             try:
                 pdu = self.reader.next_pdu()
             except FramingError as exc:
+                self.repeats.warning(("framing",), "closing a connection on port %d%s: framing error: %s",
+                                     self.portal.port, self.repeats.where, exc)
                 self.end(f"framing error: {exc}")
                 return
             if pdu is None:
@@ -167,6 +172,8 @@ class Connection(ResponseWriter):
 
     def next_deadline(self) -> float:
         cfg = self.node.config
+        if self.login is not None:
+            return self.login_deadline
         if self.ping_ttt is not None:
             due = self.ping_sent_at + cfg.nop_timeout
         else:
@@ -176,7 +183,12 @@ class Connection(ResponseWriter):
         return due
 
     def on_timer(self, now: float) -> None:
-        if self.closed or self.close_after_flush or self.session is None:
+        if self.closed or self.close_after_flush:
+            return
+        if self.session is None:
+            if self.login is not None and now >= self.login_deadline:
+                self.close_reason = "login timeout"
+                self.close_after_flush = True
             return
         self.repeats.flush()
         while self.deferred and self.deferred[0][0] <= now:
@@ -270,6 +282,7 @@ class Connection(ResponseWriter):
             p = s.params
             self.hd, self.dd = p.header_digest, p.data_digest
             self.reader.header_digest, self.reader.data_digest = self.hd, self.dd
+            self.reader.max_data = TARGET_MAX_RECV_DSL
             self.max_send = p.initiator_max_recv_dsl
 
     def _ordered(self, pdu: Pdu) -> None:

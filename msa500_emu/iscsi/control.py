@@ -74,7 +74,7 @@ def text(conn: ControlConnection, pdu: Pdu) -> None:
     for key, value in pairs:
         if key == "SendTargets":
             if s.discovery or value != "All":
-                reply.extend(conn.node.send_targets(conn.portal, value))
+                reply.extend(conn.node.send_targets(conn.portal, value, s.initiator))
             else:
                 reply.append(("SendTargets", "Reject"))
         elif key == "MaxRecvDataSegmentLength":

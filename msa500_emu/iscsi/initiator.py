@@ -8,6 +8,7 @@ pipelines raw PDUs itself.
 from __future__ import annotations
 
 import itertools
+import secrets
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -177,7 +178,7 @@ class Initiator:
             assert cfg.chap_secret is not None
             resp = chap_response(ident, cfg.chap_secret.encode(), challenge)
             answer = [("CHAP_N", cfg.chap_user), ("CHAP_R", encode_hex(resp))]
-            my_id, my_chal = 77, bytes(range(16))
+            my_id, my_chal = secrets.randbelow(256), secrets.token_bytes(16)
             if cfg.mutual_secret:
                 answer += [("CHAP_I", str(my_id)), ("CHAP_C", encode_hex(my_chal))]
             rsp = self._login_pdu(0, 1, True, answer)

@@ -154,6 +154,9 @@ class LoginState:
                 raise LoginFailed(LoginStatus.MISSING_PARAMETER, "TargetName missing")
             if self.target != self.node.config.target_name:
                 raise LoginFailed(LoginStatus.NOT_FOUND, f"no target {self.target}")
+            if not self.node.may_login(self.initiator, self.portal.port):
+                raise LoginFailed(LoginStatus.AUTHORIZATION_FAILURE,
+                                  f"{self.initiator} has no host connection on port {self.portal.port}")
         if self.tsih:
             existing = self.node.find_session(self.initiator, self.isid, self.portal.port)
             if existing is None or existing.tsih != self.tsih:
@@ -190,7 +193,7 @@ class LoginState:
             self.auth_method = choice
             reply.append(("AuthMethod", choice))
             if choice == "CHAP":
-                self.chap = ChapResponder(chap_cfg)
+                self.chap = ChapResponder(chap_cfg, recent=self.node.chap_challenges)
         if self.auth_method == "CHAP" and self.chap is not None:
             try:
                 reply.extend(self.chap.step(sec))

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult
 
-from .chap import ChapConfig
+from .chap import ChapConfig, RecentChallenges
 from .params import SessionParams
 
 log = logging.getLogger("msa500_emu.iscsi")
@@ -38,6 +38,13 @@ class ScsiExecutor(Protocol):
 
     @property
     def luns(self) -> Mapping[int, object]: ...
+
+
+class LoginAccess(Protocol):
+    """Who may log in on which port (firmware_model.controller.access.Access): a port limited to
+    its host connections refuses other initiators' logins and lists them no targets."""
+
+    def may_login(self, initiator_iqn: str, port: int) -> bool: ...
 
 
 class SessionConnection(Protocol):
@@ -84,6 +91,9 @@ class NodeConfig:
     cmd_window: int = 128
     nop_interval: float = 10.0  # ping an idle initiator after this many seconds
     nop_timeout: float = 30.0  # drop a connection silent for this long after a ping
+    login_timeout: float = 15.0  # close a TCP connection that has not completed login by then
+    max_connections: int = 1024  # TCP connections per portal; more are closed at accept
+    max_connections_per_address: int = 64  # per source IP and portal, not yet logged in
 
 
 class Session:
@@ -145,9 +155,15 @@ class TargetNode:
         self.portals = {p.port: p for p in portals}
         self.sessions: dict[tuple[str, bytes, int], Session] = {}
         self._next_tsih = 1
+        self.chap_challenges = RecentChallenges()  # CHAP challenges of all portals, against reflection
         # Injected drive latency (fault injection), seconds per command, by LUN; the
         # connection holds a response back this long. Kept current by the process.
         self.lun_delay: dict[int, float] = {}
+        # Host connections (None: anyone may log in anywhere). Set by the process.
+        self.access: LoginAccess | None = None
+
+    def may_login(self, initiator: str, port: int) -> bool:
+        return self.access is None or self.access.may_login(initiator, port)
 
     def allocate_tsih(self) -> int:
         used = {s.tsih for s in self.sessions.values()}
@@ -181,10 +197,13 @@ class TargetNode:
             session.initiator, session.portal.port, session.tsih, reason,
         )
 
-    def send_targets(self, portal: PortalInfo, which: str) -> list[tuple[str, str]]:
-        """SendTargets answer. Each portal advertises itself only: a port is one cable."""
+    def send_targets(self, portal: PortalInfo, which: str, initiator: str | None = None) -> list[tuple[str, str]]:
+        """SendTargets answer. Each portal advertises itself only: a port is one cable; an initiator
+        that may not log in there is told of nothing."""
         name = self.config.target_name
         if which not in ("All", "", name):
+            return []
+        if initiator is not None and not self.may_login(initiator, portal.port):
             return []
         return [("TargetName", name), ("TargetAddress", portal.address)]
 

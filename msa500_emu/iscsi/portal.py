@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 
 from .connection import OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER, Connection
 from .node import PortalInfo, TargetNode
+from .repeat_log import RepeatLog
 
 log = logging.getLogger("msa500_emu.iscsi")
 
@@ -18,14 +21,20 @@ class PortalProtocol(asyncio.Protocol):
     (pause_writing), the connection takes no new PDU and the socket is not read, so an
     initiator that sends commands without reading their answers fills its own TCP window
     instead of this process's memory; resume_writing (below the low water) carries on.
+
+    Limits at accept (cheap counts, no per-PDU cost): at most `max_connections` per portal,
+    at most `max_connections_per_address` not yet logged in from one source address; a
+    connection over either is closed at once. One that has not logged in within
+    `login_timeout` seconds is closed by the connection's own timer.
     """
 
-    def __init__(self, node: TargetNode, portal: PortalInfo, registry: set[PortalProtocol]) -> None:
-        self.node = node
-        self.portal = portal
-        self.registry = registry
+    def __init__(self, owner: Portal) -> None:
+        self.owner = owner
+        self.node = owner.node
+        self.portal = owner.info
+        self.registry = owner.connections
         self.loop = asyncio.get_running_loop()
-        self.conn = Connection(node, portal, self.loop.time)
+        self.conn = Connection(self.node, self.portal, self.loop.time)
         self.conn.wakeup = self._flush_soon
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -33,26 +42,60 @@ class PortalProtocol(asyncio.Protocol):
         self._flush_pending = False
         self._pump_pending = False
         self._reading_paused = False
+        self._unlogged_from: str | None = None  # counted in owner.unlogged until login completes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        address = str(peer[0]) if peer else "?"
+        cfg = self.node.config
+        owner = self.owner
+        if len(self.registry) >= cfg.max_connections:
+            limit = "max_connections"
+            why = f"{len(self.registry)} connections open ({limit} {cfg.max_connections})"
+        elif owner.unlogged.get(address, 0) >= cfg.max_connections_per_address:
+            limit = "max_connections_per_address"
+            why = (f"{owner.unlogged[address]} connections from that address not logged in "
+                   f"({limit} {cfg.max_connections_per_address})")
+        else:
+            limit = ""
+        if limit:
+            owner.refused += 1
+            owner.repeats.warning(("refused", limit), "port %d: refusing a connection from %s: %s",
+                                  self.portal.port, self.peer, why)
+            self.conn.closed = True
+            transport.close()
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER, low=OUTPUT_LOW_WATER)  # type: ignore[attr-defined]
-        peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            import socket
-
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.registry.add(self)
+        self._unlogged_from = address
+        owner.unlogged[address] = owner.unlogged.get(address, 0) + 1
         log.debug("port %d: connection from %s", self.portal.port, self.peer)
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         conn.receive(data)
+        if self._unlogged_from is not None and conn.login is None:
+            self._uncount()  # logged in (once per connection): NOP checks replace the login deadline
+            if not conn.closed:
+                self._arm_timer()
         self._flush()
         self._after_input()
+
+    def _uncount(self) -> None:
+        address, self._unlogged_from = self._unlogged_from, None
+        unlogged = self.owner.unlogged
+        if address is not None:
+            n = unlogged.get(address, 0) - 1
+            if n > 0:
+                unlogged[address] = n
+            else:
+                unlogged.pop(address, None)
 
     def _after_input(self) -> None:
         """Stop reading while PDUs wait for the output to drain; go on with them when it has."""
@@ -114,12 +157,20 @@ class PortalProtocol(asyncio.Protocol):
         self.timer = self.loop.call_at(self.conn.next_deadline(), self._on_timer)
 
     def _on_timer(self) -> None:
-        self.conn.on_timer(self.loop.time())
+        conn = self.conn
+        conn.on_timer(self.loop.time())
+        if conn.close_after_flush and conn.login is not None and conn.close_reason == "login timeout":
+            self.owner.repeats.warning(("login timeout",), "port %d: closing the connection from %s: "
+                                       "no login within %g s", self.portal.port, self.peer,
+                                       self.node.config.login_timeout)
         self._flush()
-        if not self.conn.closed:
+        if not conn.closed and not conn.close_after_flush:
             self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None and self.conn.closed and self not in self.registry:
+            return  # refused at accept
+        self._uncount()
         if self.timer is not None:
             self.timer.cancel()
         self.registry.discard(self)
@@ -136,14 +187,19 @@ class Portal:
         self.info = portal
         self.server: asyncio.Server | None = None
         self.connections: set[PortalProtocol] = set()
+        self.unlogged: dict[str, int] = {}  # source address -> connections not logged in yet
+        self.refused = 0  # connections closed at accept (over a limit)
+        self.repeats = RepeatLog(time.monotonic)
+        self.repeats.where = f" on port {portal.port}"
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: PortalProtocol(self.node, self.info, self.connections),
+            lambda: PortalProtocol(self),
             self.info.host,
             self.info.tcp_port,
             reuse_address=True,
+            backlog=1024,
         )
         sock = self.server.sockets[0].getsockname()
         self.info.tcp_port = sock[1]
@@ -160,5 +216,6 @@ class Portal:
 
     async def stop(self) -> None:
         self.drop("target shutting down")
+        self.repeats.flush()
         if self.server is not None:
             await self.server.wait_closed()
