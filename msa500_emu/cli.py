@@ -18,6 +18,7 @@ from typing import Any
 from firmware_model.controller import ShelfError
 
 from .config import ConfigError, load, parse_endpoint
+from .management.auth import TOKEN_ENV, TokenError, find_token
 from .management.commands import CommandError, help_reply
 
 DEFAULT_API = "http://127.0.0.1:8500"
@@ -33,12 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port2", metavar="HOST:PORT", help="controller port 2 portal (default 127.0.0.1:3261)")
     s.add_argument("--api", metavar="HOST:PORT", help="management API (default 127.0.0.1:8500)")
     s.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    s.add_argument("--api-token-file", type=Path, metavar="PATH",
+                   help="the API's bearer token: read, or made (mode 0600) on first start "
+                        "(default STATE_DIR/api.token; [api] token_file in the TOML)")
+    s.add_argument("--no-api-auth", action="store_true",
+                   help="serve the API without a token (anyone who reaches it may use it)")
     c = sub.add_parser("ctl", help="send a management command to a running array",
                        description="Send one command of the management language to a running array "
                                    "(`ctl HELP [VERB]` lists them, and needs no array).",
                        epilog=help_reply([]).text, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--api", default=DEFAULT_API, metavar="URL", help=f"API base URL (default {DEFAULT_API})")
     c.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    c.add_argument("--token-file", type=Path, metavar="FILE",
+                   help=f"the API token (default: ${TOKEN_ENV}, else the one the array recorded for this "
+                        "user under ~/.local/state/msa500-emu/tokens/HOST_PORT)")
     c.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. SHOW GLOBALS")
     sub.add_parser("agent", add_help=False, help="RSO host agents: `agent primary|recovery --help`")
     sub.add_parser("lab", add_help=False, help="the RSO lab with two QEMU hosts: `lab --help`")
@@ -73,6 +82,10 @@ def _serve(args: argparse.Namespace) -> int:
             "state_dir": args.state_dir, "port1": args.port1, "port2": args.port2,
             "api": args.api, "log_level": args.log_level,
         })
+        if args.api_token_file is not None:
+            settings.api_token_file = args.api_token_file.expanduser()
+        if args.no_api_auth:
+            settings.api_auth = False
     except ConfigError as exc:
         print(f"msa500-emu: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -95,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ShelfError as exc:
         print(f"msa500-emu: configuration error: {exc}", file=sys.stderr)
         return 2
-    except StateDirBusy as exc:
+    except (StateDirBusy, TokenError) as exc:
         print(f"msa500-emu: cannot start: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -125,10 +138,15 @@ def _ctl(args: argparse.Namespace) -> int:
         return _answer(args, {"ok": True, "result": reply.result, "text": reply.text})
     base = args.api if "://" in args.api else f"http://{args.api}"
     line = " ".join(args.words)
+    try:
+        token = find_token(base, args.token_file)
+    except TokenError as exc:
+        print(f"msa500-emu ctl: {exc}", file=sys.stderr)
+        return 3
     req = urllib.request.Request(
         base.rstrip("/") + "/api/command",
         data=json.dumps({"command": line}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
     )
     try:

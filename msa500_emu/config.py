@@ -15,6 +15,7 @@ from typing import Any
 from firmware_model.controller import (
     BAY_COUNT,
     ArraySpec,
+    ConnectionSpec,
     LogicalDriveSpec,
     LunSpec,
     ShelfError,
@@ -44,12 +45,18 @@ class Settings:
     port1: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 3260))
     port2: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 3261))
     api: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 8500))
+    api_token_file: Path | None = None  # None: <state_dir>/api.token
+    api_auth: bool = True  # False: --no-api-auth (anyone who reaches the API may use it)
     log_level: str = "info"
     shelf: ShelfSpec = field(default_factory=ShelfSpec)
     chap: ChapConfig = field(default_factory=ChapConfig)
     nop_interval: float = 10.0
     nop_timeout: float = 30.0
     cmd_window: int = 128
+    login_timeout: float = 15.0
+    max_connections: int = 1024
+    max_connections_per_address: int = 64
+    discovery_chap: ChapConfig = field(default_factory=ChapConfig)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -61,6 +68,14 @@ def default_state_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "msa500-emu"
+
+
+def user_path(text: str, what: str) -> Path:
+    """A path with ~ or ~user expanded; an unknown user is a ConfigError, not a RuntimeError."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # ~nosuchuser, or no home directory
+        raise ConfigError(f"{what}: {text!r}: {exc}") from None
 
 
 def parse_endpoint(text: str, what: str) -> Endpoint:
@@ -110,10 +125,14 @@ def load(path: Path | None, overrides: dict[str, str | None]) -> Settings:
             raise ConfigError(f"config file {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 text
+            raise ConfigError(f"config file {path}: not UTF-8 (byte {exc.start}: {exc.reason})") from exc
     _take(raw, {"state_dir", "port1", "port2", "api", "log_level", "shelf", "iscsi"}, "config")
     settings = Settings(state_dir=default_state_dir())
     if "state_dir" in raw:
-        settings.state_dir = Path(_typed(raw, "state_dir", str, "config")).expanduser()
+        settings.state_dir = user_path(_typed(raw, "state_dir", str, "config"), "state_dir")
+    if isinstance(raw.get("api"), dict):  # [api] listen = "HOST:PORT", token_file = "PATH"
+        _api_table(raw.pop("api"), settings, path)
     for key in ("port1", "port2", "api"):
         if key in raw:
             setattr(settings, key, parse_endpoint(_typed(raw, key, str, "config"), key))
@@ -124,7 +143,7 @@ def load(path: Path | None, overrides: dict[str, str | None]) -> Settings:
     if "iscsi" in raw:
         _iscsi(_typed(raw, "iscsi", dict, "config"), settings)
     if overrides.get("state_dir"):
-        settings.state_dir = Path(str(overrides["state_dir"])).expanduser()
+        settings.state_dir = user_path(str(overrides["state_dir"]), "--state-dir")
     for key in ("port1", "port2", "api"):
         value = overrides.get(key)
         if value:
@@ -142,6 +161,15 @@ def load(path: Path | None, overrides: dict[str, str | None]) -> Settings:
     return settings
 
 
+def _api_table(table: dict[str, Any], settings: Settings, path: Path | None) -> None:
+    _take(table, {"listen", "token_file"}, "api")
+    if "listen" in table:
+        settings.api = parse_endpoint(_typed(table, "listen", str, "api"), "api.listen")
+    if "token_file" in table:
+        tf = user_path(_typed(table, "token_file", str, "api"), "api.token_file")
+        settings.api_token_file = tf if tf.is_absolute() or path is None else Path(path).parent / tf
+
+
 def _drive_size(value: Any, what: str) -> int:
     if isinstance(value, str) and value.strip().lower() in ("empty", "none", "0"):
         return 0
@@ -151,8 +179,8 @@ def _drive_size(value: Any, what: str) -> int:
 
 
 def _shelf(table: dict[str, Any]) -> ShelfSpec:
-    _take(table, {"serial", "drive_size", "drive_sizes", "arrays", "logical_drives", "rebuild_priority", "cache"},
-          "shelf")
+    _take(table, {"serial", "drive_size", "drive_sizes", "arrays", "logical_drives", "rebuild_priority", "cache",
+                  "connections"}, "shelf")
     spec = ShelfSpec()
     if "serial" in table:
         serial = _typed(table, "serial", str, "shelf")
@@ -174,6 +202,15 @@ def _shelf(table: dict[str, Any]) -> ShelfSpec:
         spec.rebuild_priority = prio
     if "cache" in table:
         _cache(_typed(table, "cache", dict, "shelf"), spec)
+    for i, h in enumerate(_typed(table, "connections", list, "shelf") if "connections" in table else []):
+        where = f"shelf.connections[{i}]"  # host connections (ADD CONNECTION): name, iqn, port (1, 2; none: either)
+        if not isinstance(h, dict):
+            raise ConfigError(f"{where}: a table with name, iqn and port")
+        _take(h, {"name", "iqn", "port"}, where)
+        if "name" not in h or "iqn" not in h:
+            raise ConfigError(f"{where}: name and iqn needed")
+        spec.connections.append(ConnectionSpec(_typed(h, "name", str, where), _typed(h, "iqn", str, where),
+                                               _typed(h, "port", int, where) if "port" in h else None))
     if "arrays" in table:
         spec.arrays = []
         for i, arr in enumerate(_typed(table, "arrays", list, "shelf")):
@@ -265,8 +302,15 @@ def _bays(values: list[Any], where: str) -> list[int]:
 
 
 def _iscsi(table: dict[str, Any], settings: Settings) -> None:
-    _take(table, {"nop_interval", "nop_timeout", "cmd_window", "chap"}, "iscsi")
-    for key in ("nop_interval", "nop_timeout"):
+    _take(table, {"nop_interval", "nop_timeout", "cmd_window", "chap", "login_timeout", "max_connections",
+                  "max_connections_per_address", "discovery_chap"}, "iscsi")
+    for key in ("max_connections", "max_connections_per_address"):
+        if key in table:
+            count = _typed(table, key, int, "iscsi")
+            if not 1 <= count <= 65536:
+                raise ConfigError(f"iscsi.{key}: 1..65536")
+            setattr(settings, key, count)
+    for key in ("nop_interval", "nop_timeout", "login_timeout"):
         if key in table:
             value = float(_typed(table, key, (int, float), "iscsi"))
             if value <= 0:
@@ -277,18 +321,22 @@ def _iscsi(table: dict[str, Any], settings: Settings) -> None:
         if not 1 <= window <= 1024:
             raise ConfigError("iscsi.cmd_window: 1..1024")
         settings.cmd_window = window
-    if "chap" in table:
-        chap = _typed(table, "chap", dict, "iscsi")
-        _take(chap, {"users", "target_user", "target_secret"}, "iscsi.chap")
-        users = _typed(chap, "users", dict, "iscsi.chap") if "users" in chap else {}
+    for which in ("chap", "discovery_chap"):  # normal sessions; discovery sessions (SendTargets)
+        if which not in table:
+            continue
+        where = f"iscsi.{which}"
+        chap = _typed(table, which, dict, "iscsi")
+        _take(chap, {"users", "target_user", "target_secret"}, where)
+        users = _typed(chap, "users", dict, where) if "users" in chap else {}
         for name, secret in users.items():
             if not isinstance(secret, str) or not 12 <= len(secret) <= 255:
-                raise ConfigError(f"iscsi.chap.users.{name}: secret must be a string of 12-255 characters")
-        settings.chap = ChapConfig(
+                raise ConfigError(f"{where}.users.{name}: secret must be a string of 12-255 characters")
+        cfg = ChapConfig(
             users=dict(users),
             target_user=chap.get("target_user"),
             target_secret=chap.get("target_secret"),
         )
-        if bool(settings.chap.target_user) != bool(settings.chap.target_secret):
-            raise ConfigError("iscsi.chap: target_user and target_secret go together")
+        if bool(cfg.target_user) != bool(cfg.target_secret):
+            raise ConfigError(f"{where}: target_user and target_secret go together")
+        setattr(settings, which, cfg)
 

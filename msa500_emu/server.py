@@ -22,6 +22,7 @@ from .config import Settings
 from .iscsi.node import NodeConfig, PortalInfo, TargetNode
 from .iscsi.portal import Portal
 from .management.api import make_app
+from .management.auth import TOKEN_FILE, ApiAuth
 from .management.commands import CommandError
 from .statelock import StateDirLock
 
@@ -53,6 +54,7 @@ class Emulator:
         self.portals: list[Portal] = []
         self.api_runner: web.AppRunner | None = None
         self.api_port = settings.api.port
+        self.api_auth = ApiAuth.disabled()
         self._lock = StateDirLock(settings.state_dir)
         self.left_behind = ""  # after stop(): what did not reach the drives, and why ("" when all did)
 
@@ -74,15 +76,24 @@ class Emulator:
             nop_interval=s.nop_interval,
             nop_timeout=s.nop_timeout,
             cmd_window=s.cmd_window,
+            discovery_chap=s.discovery_chap,
+            login_timeout=s.login_timeout,
+            max_connections=s.max_connections,
+            max_connections_per_address=s.max_connections_per_address,
         )
         self.node = TargetNode(cfg, self.shelf.target, infos)
+        self.node.access = self.shelf.access  # host connections: who may log in on which port
         self._refresh_delays()
         try:
             for info in infos:
                 portal = Portal(self.node, info)
                 await portal.start()
                 self.portals.append(portal)
-            app = make_app(self, self.health)
+            if s.api_auth:  # before listening: no moment without the token (TokenError: one line)
+                self.api_auth = ApiAuth.from_file(s.api_token_file or s.state_dir / TOKEN_FILE)
+            else:
+                log.warning("API authentication is off (--no-api-auth): anyone who reaches %s may use it", s.api)
+            app = make_app(self, self.health, self.api_auth)
             self.api_runner = web.AppRunner(app, access_log=None)
             await self.api_runner.setup()
             site = web.TCPSite(self.api_runner, s.api.host, s.api.port)
@@ -90,6 +101,7 @@ class Emulator:
             server = getattr(site, "_server", None)
             if server is not None and server.sockets:
                 self.api_port = server.sockets[0].getsockname()[1]
+            self.api_auth.record(s.api.host, self.api_port)
             self._ticker = asyncio.create_task(self._tick(), name="controller-timers")
         except BaseException:
             await self.stop()
@@ -238,6 +250,7 @@ class Emulator:
         if self.api_runner is not None:
             await self.api_runner.cleanup()
             self.api_runner = None
+        self.api_auth.forget()
         if self.shelf is not None:
             self.left_behind = self._close_shelf(self.shelf)
             self.shelf = None
@@ -270,14 +283,12 @@ class Emulator:
 
     # -- views ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """`status`: "ok", "powered-off" (FAULT SHELF POWER-OFF: the process runs, the shelf does not) or "stopped"."""
+        """`status`: "ok", "powered-off" (FAULT SHELF POWER-OFF: the process runs, the shelf does not) or "stopped".
+
+        Unauthenticated (the Docker HEALTHCHECK asks it), so it says no more than that.
+        """
         powered = self.shelf is not None and self.shelf.powered
-        return {
-            "status": "stopped" if self.shelf is None else "ok" if powered else "powered-off",
-            "powered": powered,
-            "uptime_s": round(time.monotonic() - self.started_at, 3),
-            "portals": [str(p.info.address) for p in self.portals],
-        }
+        return {"status": "stopped" if self.shelf is None else "ok" if powered else "powered-off", "powered": powered}
 
     def describe(self) -> dict[str, Any]:
         assert self.shelf is not None and self.node is not None
@@ -312,6 +323,8 @@ class Emulator:
         host = _host(first.host)
         lines += [
             f"  management API: http://{_host(self.settings.api.host)}:{self.api_port}/api/health",
+            f"  API token: {self.api_auth.path} (send 'Authorization: Bearer <token>'; ctl finds it)"
+            if self.api_auth.token is not None else "  API token: none (--no-api-auth: the API is open)",
             "attach:",
             f"  iscsi-ls -s iscsi://{host}:{first.tcp_port}",
             f"  qemu-system-x86_64 ... -drive if=none,id=d0,format=raw,cache=none,"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..management.auth import TokenError, find_token
 from . import guest
 from .qmp import Qmp, QmpError
 
@@ -160,9 +161,16 @@ class Lab:
             return []
 
     # ------------------------------------------------------------ the array
+    def _auth(self) -> dict[str, str]:
+        """The API token the array recorded for this user (or $MSA500_API_TOKEN), as a header."""
+        try:
+            return {"Authorization": f"Bearer {find_token(self.state.api)}"}
+        except TokenError as exc:
+            raise LabError(str(exc)) from None
+
     def command(self, line: str) -> Any:
         req = urllib.request.Request(self.state.api + "/api/command", data=json.dumps({"command": line}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", **self._auth()}, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 body = json.loads(resp.read())
@@ -178,7 +186,8 @@ class Lab:
         return dict(self.command("RSO STATUS"))
 
     def events(self, since: int) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.state.api}/api/events?since={since}", timeout=5) as resp:
+        req = urllib.request.Request(f"{self.state.api}/api/events?since={since}", headers=self._auth())
+        with urllib.request.urlopen(req, timeout=5) as resp:
             body = json.loads(resp.read())
         return list(body)
 

@@ -2,9 +2,10 @@
 
 Every answer is JSON. A request that fails answers `{"ok": false, "error": "<one line>"}`:
 400 for bad input (a malformed body, a command the language or the array refuses), 404 / 405 /
-413 for an unknown path, a wrong method, a body over 64 KiB, and 503 for a failure inside the
-emulator (a bug): its traceback goes to the server log, once, never to the client. No request
-answers 500.
+413 for an unknown path, a wrong method, a body over 64 KiB, 401 / 403 without / with a wrong
+token (auth.py), 403 for a foreign `Origin`, 415 for a POST that is not application/json, and
+503 for a failure inside the emulator (a bug): its traceback goes to the server log, once, never
+to the client. No request answers 500.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .auth import ApiAuth, make_gate
 from .commands import Array, CommandError, run
 
 log = logging.getLogger("msa500_emu.api")
@@ -60,8 +62,10 @@ async def one_line_errors(request: web.Request,
                                       f"{type(exc).__name__}: {exc} (a bug; the server log has the traceback)")
 
 
-def make_app(array: Array, health: Any) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024, middlewares=[one_line_errors])
+def make_app(array: Array, health: Any, auth: ApiAuth | None = None) -> web.Application:
+    """The API; `auth` (the token) gates every path but GET /api/health (None: no token, as --no-api-auth)."""
+    gate = make_gate(auth if auth is not None else ApiAuth.disabled())
+    app = web.Application(client_max_size=64 * 1024, middlewares=[one_line_errors, gate])
 
     async def get_health(request: web.Request) -> web.Response:
         return web.json_response(health())

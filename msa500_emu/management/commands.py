@@ -233,6 +233,12 @@ def _show(array: Array, words: list[str]) -> Reply:
     if obj == "SPARES" and not rest:
         spares = array.spares()
         return Reply(spares, render.spares_text(spares))
+    if obj == "CONNECTIONS" and not rest:
+        conns = array.operate("connections")
+        return Reply(conns, render.connections_text(conns))
+    if obj == "ACL" and not rest:
+        acl = array.operate("acl")
+        return Reply(acl, render.acl_text(acl))
     if obj == "EVENTS" and len(rest) <= 1:
         events = array.events()
         if rest:
@@ -303,6 +309,53 @@ def _spare_command(array: Array, words: list[str], verb: str) -> Reply:
     result = array.operate(op, lun, bays)
     names = ", ".join(f"DISK{b}" for b in bays)
     return Reply(result, f"Spare {names} {'added to' if verb == 'ADD' else 'removed from'} unit {lun}.")
+
+
+def _connection_command(array: Array, words: list[str], verb: str) -> Reply:
+    usage = USAGE[f"{verb} CONNECTION"]
+    pos, o = _options(words, {"IQN", "PORT"} if verb == "ADD" else set(), usage)
+    if len(pos) != 1:
+        raise CommandError(f"{'connection name missing' if not pos else f'unexpected {pos[1]!r}'} (usage: {usage})")
+    name = pos[0]
+    if verb == "DELETE":
+        result = array.operate("delete_connection", name)
+        return Reply(result, f"Connection {name} deleted.")
+    if "IQN" not in o:
+        raise CommandError(f"IQN= missing (usage: {usage})")
+    port = o.get("PORT", "ANY")
+    kw: dict[str, Any] = {}
+    if port.upper() != "ANY":
+        kw["port"] = _int(port, "PORT", _limit("add_connection", "port"))
+    result = array.operate("add_connection", name, o["IQN"], **kw)
+    where = f"port {kw['port']}" if kw else "either port"
+    return Reply(result, f"Connection {name} added: {o['IQN']} on {where}.")
+
+
+def _acl_command(array: Array, words: list[str], verb: str) -> Reply:
+    usage = USAGE[f"{verb} ACL"]
+    pos, o = _options(words, {"CONNECTION", "UNIT"}, usage)
+    _no_more(pos, usage)
+    for key in ("CONNECTION", "UNIT"):
+        if key not in o:
+            raise CommandError(f"{key}= missing (usage: {usage})")
+    lun = _int(o["UNIT"], "unit", ops.LUNS)
+    result = array.operate("add_acl" if verb == "ADD" else "delete_acl", o["CONNECTION"], lun)
+    if verb == "ADD":
+        return Reply(result, f"Unit {lun} presented to connection {o['CONNECTION']}.")
+    return Reply(result, f"Unit {lun} no longer presented to connection {o['CONNECTION']}.")
+
+
+def _set_port(array: Array, words: list[str]) -> Reply:
+    usage = USAGE["SET PORT"]
+    pos, o = _options(words, {"ACCESS"}, usage)
+    if len(pos) != 1 or "ACCESS" not in o:
+        raise CommandError(f"usage: {usage}")
+    port = _int(pos[0], "port", _limit("set_port_access", "port"))
+    access = o["ACCESS"].lower()
+    if access not in _choices("set_port_access", "access"):
+        raise CommandError(f"ACCESS={o['ACCESS']} not one of {_words(_choices('set_port_access', 'access'), ', ')}")
+    result = array.operate("set_port_access", port, access)
+    return Reply(result, f"Port {port} access: {access.upper()}.")
 
 
 def _set_globals(array: Array, words: list[str]) -> Reply:
@@ -463,6 +516,7 @@ _RSO_ENABLE = f"enable RSO: port 1 primary, port 2 recovery; s: heartbeat timeou
 COMMANDS: dict[str, Command] = {
     "SHOW": Command(_show, (Form("SHOW GLOBALS", "describe"), Form("SHOW DISKS", "disks"),
                             Form("SHOW UNITS", "units"), Form("SHOW SPARES", "spares"),
+                            Form("SHOW CONNECTIONS", "connections"), Form("SHOW ACL", "acl"),
                             Form("SHOW EVENTS [n]", "events",
                                  f"the event log, or its last n events ({_limit('events', 'limit')})"))),
     "ADD UNIT": Command(functools.partial(_unit_command, verb="ADD"), (
@@ -480,6 +534,19 @@ COMMANDS: dict[str, Command] = {
                            (Form('EXPAND UNIT n DATA="DISKa-DISKb"', "expand_unit"),)),
     "EXTEND UNIT": Command(functools.partial(_unit_command, verb="EXTEND"),
                            (Form("EXTEND UNIT n SIZE=s", "extend_unit"),)),
+    "ADD CONNECTION": Command(functools.partial(_connection_command, verb="ADD"), (
+        Form("ADD CONNECTION name IQN=iqn [PORT=1|2|ANY]", "add_connection",
+             f"name a host by its initiator IQN, on port 1, 2 or either (name: 1-{ops.CONNECTION_NAME_MAX} "
+             f"letters, digits, -_.; at most {ops.MAX_CONNECTIONS})"),)),
+    "DELETE CONNECTION": Command(functools.partial(_connection_command, verb="DELETE"),
+                                 (Form("DELETE CONNECTION name", "delete_connection"),)),
+    "ADD ACL": Command(functools.partial(_acl_command, verb="ADD"),
+                       (Form("ADD ACL CONNECTION=name UNIT=n", "add_acl"),)),
+    "DELETE ACL": Command(functools.partial(_acl_command, verb="DELETE"),
+                          (Form("DELETE ACL CONNECTION=name UNIT=n", "delete_acl"),)),
+    "SET PORT": Command(_set_port, (
+        Form(f"SET PORT n ACCESS={_words(_choices('set_port_access', 'access'))}", "set_port_access",
+             f"who may log in on port n ({ops.PORTS}): anyone, or only the initiators of its connections"),)),
     "SET GLOBALS": Command(_set_globals, (
         Form(f"SET GLOBALS REBUILD_PRIORITY={_words(_choices('set_rebuild_priority', 'priority'))}",
              "set_rebuild_priority"),)),

@@ -327,3 +327,27 @@ def rso_text(st: dict[str, Any]) -> str:
             text = value(v)
         items.append((label, text))
     return "\n".join(["Recovery Server Option:", *pairs(items)])
+
+
+_ACCESS = {"all": "ALL (any initiator)", "connections": "CONNECTIONS (only the initiators of its connections)"}
+
+
+def connections_text(c: Mapping[str, Any]) -> str:
+    """Each port's access mode, then the host connections (SHOW CONNECTIONS)."""
+    lines = table(["Port", "Access"], [[str(p.get("port")), _ACCESS.get(str(p.get("access")), value(p.get("access")))]
+                                       for p in c.get("ports") or []], right=[0])
+    conns = c.get("connections") or []
+    if not conns:
+        return "\n".join([*lines, "", "No host connection is defined."])
+    rows = [[value(h.get("name")), value(h.get("iqn")), "ANY" if h.get("port") is None else str(h.get("port")),
+             ", ".join(str(u) for u in h.get("units") or []) or "-"] for h in conns]
+    return "\n".join([*lines, "", *table(["Connection", "Initiator IQN", "Port", "ACL units"], rows)])
+
+
+def acl_text(entries: Sequence[Mapping[str, Any]]) -> str:
+    """The units presented to some connections only (SHOW ACL)."""
+    if not entries:
+        return "No unit has an ACL: every host sees every unit."
+    rows = [[str(e.get("unit")), ", ".join(map(str, e.get("connections") or [])) or "-"] for e in entries]
+    return "\n".join([*table(["Unit", "Presented to"], rows, right=[0]),
+                      "(units not listed are seen by every host)"])

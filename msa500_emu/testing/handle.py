@@ -41,6 +41,8 @@ class MSA500:
         self.port1 = 0
         self.port2 = 0
         self.api = ""  # base URL of the management API, e.g. http://127.0.0.1:8500
+        self.token: str | None = None  # the API's bearer token (None: the array runs with --no-api-auth)
+        self.token_file: Path | None = None  # where the array keeps it (the serve banner says)
         self._roles: dict[str, RoleSession] = {}
         self._roles_lock = threading.Lock()  # a background Heartbeat creates role sessions too
         self._initiators: list[Initiator] = []
@@ -114,10 +116,14 @@ class MSA500:
         return "\n".join(text.splitlines()[-lines:])
 
     # -- management API ----------------------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        """`Authorization: Bearer <token>` for a request of your own to the API ({} without auth)."""
+        return {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+
     def _http(self, path: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
         data = None if body is None else _json.dumps(body).encode()
         req = urllib.request.Request(self.api + path, data=data, method="GET" if data is None else "POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **self.auth_headers()})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return _json.loads(resp.read())

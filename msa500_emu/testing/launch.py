@@ -101,6 +101,9 @@ class RunningArray(MSA500):
         self.target = target.group(1)
         self.port1, self.port2 = int(ports["1"]), int(ports["2"])
         self.api = api_url.group(1)
+        token_file = re.search(r"API token: (.+?) \(send ", text)
+        self.token_file = Path(token_file.group(1)) if token_file else None
+        self.token = self.token_file.read_text().strip() if self.token_file else None
 
     def _stop(self) -> int:
         proc = self.proc
@@ -238,6 +241,7 @@ class InProcessArray(MSA500):
         self.target = em.shelf.identity.target_name
         self.port1, self.port2 = by_port[1], by_port[2]
         self.api = f"http://{LOOPBACK}:{em.api_port}"
+        self.token, self.token_file = em.api_auth.token, em.api_auth.path
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float = 30.0, **kwargs: Any) -> T:
         """Run fn(*args, **kwargs) on the emulator's event loop (e.g. reading the controller)."""

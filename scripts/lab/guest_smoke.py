@@ -82,7 +82,8 @@ class Lab:
     def ctl(self, command: str) -> dict[str, Any]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.api}/api/command",
                                      data=json.dumps({"command": command}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "Authorization":
+                                              f"Bearer {(self.dir / 'state' / 'api.token').read_text().strip()}"})
         with urllib.request.urlopen(req, timeout=10) as r:
             return dict(json.loads(r.read()))
 

@@ -12,7 +12,8 @@ from ..conftest import RunningArray
 
 def get(arr: RunningArray, path: str) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(arr.api + path, timeout=10) as resp:
+        req = urllib.request.Request(arr.api + path, headers=arr.auth_headers())
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from msa500_emu.management.auth import find_token
 from msa500_emu.management.commands import COMMANDS
 from msa500_emu.management.render import POWER_OFF_NOTE
 from msa500_emu.testing import InProcessArray, start_array
@@ -59,6 +60,14 @@ SAMPLES = {
     "PSUn": "PSU1",
     "FANn": "FAN2",
     "LINKn": "LINK2",
+    "name": "web",
+    "iqn": "iqn.2026-12.lab:web",
+}
+# Commands run first on the fresh emulator of a command that needs something to act on.
+SETUP = {
+    "DELETE CONNECTION": ["ADD CONNECTION web IQN=iqn.2026-12.lab:web"],
+    "ADD ACL": ["ADD CONNECTION web IQN=iqn.2026-12.lab:web"],
+    "DELETE ACL": ["ADD CONNECTION web IQN=iqn.2026-12.lab:web", "ADD ACL CONNECTION=web UNIT=2"],
 }
 REPR = re.compile(r"\{'|\['|\bNone\b|\bTrue\b|\bFalse\b|object at 0x|Traceback")
 
@@ -100,6 +109,11 @@ def post(arr: InProcessArray, line: str) -> tuple[int, Any]:
 
 
 def send(req: urllib.request.Request | str) -> tuple[int, Any]:
+    """Send with the API token (the array recorded it for this user) and, for a body, as JSON."""
+    req = urllib.request.Request(req) if isinstance(req, str) else req
+    req.add_header("Authorization", f"Bearer {find_token(req.full_url)}")
+    if req.data is not None and not req.has_header("Content-type"):
+        req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
@@ -140,6 +154,9 @@ def shelf(tmp_path: Path) -> Iterator[InProcessArray]:
 @pytest.mark.parametrize("key", list(COMMANDS))
 def test_every_command_and_option_gets_a_sensible_answer(shelf: InProcessArray, key: str) -> None:
     good = good_commands(key)
+    for line in SETUP.get(key, []):
+        status, body = post(shelf, line)
+        assert status == 200 and body["ok"], (line, body)
     outcome: list[str] = []
     problems: list[str] = []
     for line in good + broken_commands(key, good):
