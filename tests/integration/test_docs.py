@@ -92,6 +92,8 @@ COVERED: list[tuple[str, str, str, tuple[str, ...]]] = [
     # scripts/setup, then `msa500-emu serve`: test_serve_prints_the_banner_the_readme_shows runs the latter.
     (r"^scripts/serve$", "tests/integration/test_docs.py", "def test_serve_prints_the_banner", ()),
     (r"^scripts/check-model", "tests/model/test_checker.py", "check-model", ()),
+    (r"^scripts/soak", "tests/integration/test_soak.py", '"scripts" / "soak"', ()),  # a short run
+    (r"^scripts/fuzz", "tests/fuzz/test_fuzz_short.py", '"scripts" / "fuzz"', ()),
     # Benchmarks assert nothing (they print numbers beside a peer); their options are checked here.
     (r"^scripts/bench", "tests/integration/test_docs.py", "def test_options_shown_exist", ()),
 ]
