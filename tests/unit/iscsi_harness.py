@@ -7,6 +7,7 @@ from msa500_emu.iscsi.chap import ChapConfig
 from msa500_emu.iscsi.connection import Connection
 from msa500_emu.iscsi.initiator import Initiator, InitiatorConfig
 from msa500_emu.iscsi.node import NodeConfig, PortalInfo, TargetNode
+from msa500_emu.iscsi.pdu import Pdu, PduReader
 
 TARGET = "iqn.2003-04.com.hp:msa500.test"
 
@@ -108,3 +109,13 @@ def connect(node: TargetNode, port: int = 1, config: InitiatorConfig | None = No
             clock: Clock | None = None) -> tuple[Initiator, Connection]:
     conn = Connection(node, node.portals[port], clock or Clock())
     return Initiator(config=config, sock=LoopSocket(conn)), conn
+
+
+def replies(conn: Connection) -> list[Pdu]:
+    """Every PDU the target has written so far."""
+    reader = PduReader()
+    reader.feed(b"".join(bytes(c) for c in conn.take_output()))
+    out = []
+    while (pdu := reader.next_pdu()) is not None:
+        out.append(pdu)
+    return out

@@ -28,10 +28,10 @@ from msa500_emu.iscsi.connection import Connection
 from msa500_emu.iscsi.constants import RESERVED_TAG, Op
 from msa500_emu.iscsi.initiator import Initiator, InitiatorConfig
 from msa500_emu.iscsi.node import NodeConfig, PortalInfo, TargetNode
-from msa500_emu.iscsi.pdu import Pdu, PduReader
+from msa500_emu.iscsi.pdu import Pdu
 from msa500_emu.statelock import StateDirBusy, StateDirLock
 
-from .iscsi_harness import TARGET, Clock, FakeDisk, connect, make_node
+from .iscsi_harness import TARGET, Clock, FakeDisk, connect, make_node, replies
 from .shelf_helpers import MIB, Clocked, codes, small_spec
 from .shelf_helpers import read as ctl_read
 from .shelf_helpers import write as ctl_write
@@ -87,15 +87,6 @@ def data_out(itt: int, ttt: int, offset: int, data: bytes, datasn: int = 0, fina
     struct.pack_into(">II", bhs, 16, itt, ttt)
     struct.pack_into(">II", bhs, 36, datasn, offset)
     return bytes(bhs) + data + b"\0" * (-n % 4)
-
-
-def replies(conn: Connection) -> list[Pdu]:
-    reader = PduReader()
-    reader.feed(b"".join(bytes(c) for c in conn.take_output()))
-    out = []
-    while (pdu := reader.next_pdu()) is not None:
-        out.append(pdu)
-    return out
 
 
 def sense_of(pdu: Pdu) -> tuple[int, int, int]:

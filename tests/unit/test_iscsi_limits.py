@@ -13,20 +13,10 @@ import pytest
 from msa500_emu.iscsi.connection import Connection
 from msa500_emu.iscsi.constants import Op, RejectReason
 from msa500_emu.iscsi.node import PortalInfo, TargetNode
-from msa500_emu.iscsi.pdu import Pdu, PduReader
 from msa500_emu.iscsi.portal import Portal
 from msa500_emu.iscsi.text import encode_text
 
-from .iscsi_harness import TARGET, Clock, FakeDisk, connect, make_node
-
-
-def replies(conn: Connection) -> list[Pdu]:
-    reader = PduReader()
-    reader.feed(b"".join(bytes(c) for c in conn.take_output()))
-    out = []
-    while (pdu := reader.next_pdu()) is not None:
-        out.append(pdu)
-    return out
+from .iscsi_harness import TARGET, Clock, FakeDisk, connect, make_node, replies
 
 
 def login_pdu(data: bytes, *, cont: bool = False, dsl: int | None = None) -> bytes:
