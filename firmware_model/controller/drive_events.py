@@ -115,12 +115,7 @@ class DriveEvents:
                 spare = self.usable_spare(arr)
                 if spare is None:
                     continue
-                self.slot_replaced(arr)
-                arr.members[slot] = spare
-                arr.cfg.members[slot] = spare.serial
-                spare.member_state = MemberState.REBUILDING
-                spare.rebuilt_to = 0
-                arr.rebuild_pct = -1
+                self.take_slot(arr, slot, spare)
                 c.log.emit(EventCode.SPARE_ACTIVATED,
                            f"spare {spare.serial} in bay {spare.bay} replaces drive {d.serial} "
                            f"(bay {arr.cfg.home_bays[slot]}) in array {arr.name}",
@@ -129,6 +124,16 @@ class DriveEvents:
                 self.rebuild_started(arr, spare)
         c.volumes.refresh()
         c.nvram.commit()
+
+    def take_slot(self, arr: ArrayRt, slot: int, drive: Drive) -> None:
+        """`drive` (a spare, or a new drive in the failed member's bay) takes a failed member's
+        slot and is to be rebuilt from the start."""
+        self.slot_replaced(arr)
+        arr.members[slot] = drive
+        arr.cfg.members[slot] = drive.serial
+        drive.member_state = MemberState.REBUILDING
+        drive.rebuilt_to = 0
+        arr.rebuild_pct = -1
 
     def slot_replaced(self, arr: ArrayRt) -> None:
         """A failed member's slot goes to another drive: a failed unit that cannot be rebuilt
@@ -173,12 +178,7 @@ class DriveEvents:
                     if d.state is MemberState.FAILED:
                         if drive.data_bytes < arr.cfg.member_bytes:
                             return
-                        self.slot_replaced(arr)
-                        arr.members[slot] = drive
-                        arr.cfg.members[slot] = drive.serial
-                        drive.member_state = MemberState.REBUILDING
-                        drive.rebuilt_to = 0
-                        arr.rebuild_pct = -1
+                        self.take_slot(arr, slot, drive)
                         c.volumes.remake(arr)
                         self.rebuild_started(arr, drive)
                         return
