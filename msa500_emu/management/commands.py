@@ -24,72 +24,29 @@ import functools
 import math
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from firmware_model import operations as ops
 from firmware_model.raid.api import RaidLevel
 
-from .. import units
 from . import render
-
-
-class CommandError(Exception):
-    """A command that cannot run: the message is the one line the user sees."""
-
-
-class Array(Protocol):
-    """What the management layer needs from the emulator (the controller plus the process)."""
-
-    def describe(self) -> dict[str, Any]: ...
-
-    def disks(self) -> Sequence[Mapping[str, Any]]: ...
-
-    def units(self) -> Sequence[Mapping[str, Any]]: ...
-
-    def spares(self) -> Sequence[Mapping[str, Any]]: ...
-
-    def events(self, since_id: int = 0) -> Sequence[Mapping[str, Any]]: ...
-
-    def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Run a row of the operations registry (firmware_model.operations); raises CommandError with
-        the registry's or the controller's one-line message.
-
-        `op` is positional-only: operations take keyword arguments of any name (add_unit's name=).
-        """
-        ...
-
-
-@dataclass
-class Reply:
-    result: Any
-    text: str
-
-
-@dataclass(frozen=True)
-class Form:
-    """One alternative of a command's usage, the registry row it runs, and its HELP summary."""
-
-    usage: str
-    op: str = ""
-    summary: str = ""  # "": the row's own
-
-    @property
-    def text(self) -> str:
-        return self.summary or ops.OPERATIONS[self.op].summary
-
-
-@dataclass(frozen=True)
-class Command:
-    handler: Callable[[Array, list[str]], Reply]  # the words after the command's key words
-    forms: tuple[Form, ...]
-
-    @property
-    def usage(self) -> str:
-        return " | ".join(f.usage for f in self.forms)
-
-
+from .grammar import (
+    Array,
+    Command,
+    CommandError,
+    Form,
+    Reply,
+    choices,
+    limit,
+    number,
+    one_of,
+    options,
+    parse_disk,
+    parse_disks,
+    parse_size,
+    unit_number,
+    words_of,
+)
 
 
 def _known() -> str:
@@ -111,108 +68,6 @@ def run(array: Array, line: str) -> Reply:
     if up[0] in _VERBS and len(words) > 1:
         raise CommandError(f"unknown command {up[0]} {words[1]!r} (known: {_known()})")
     raise CommandError(f"unknown command {words[0]!r} (known: {_known()})")
-
-
-# -- parsing helpers ------------------------------------------------------------------------
-def _options(words: list[str], allowed: set[str], usage: str) -> tuple[list[str], dict[str, str]]:
-    """Split KEY=VALUE options (keys upper-cased) from positional words."""
-    pos: list[str] = []
-    opts: dict[str, str] = {}
-    for w in words:
-        if "=" in w:
-            k, v = w.split("=", 1)
-            key = k.upper()
-            if key not in allowed:
-                raise CommandError(f"unknown option {k!r} (usage: {usage})")
-            if key in opts:
-                raise CommandError(f"option {key} given twice")
-            opts[key] = v
-        else:
-            pos.append(w)
-    return pos, opts
-
-
-def _limit(op: str, arg: str) -> ops.Limit[Any]:
-    """The registry's range of one argument of one operation."""
-    limit = ops.OPERATIONS[op].arg(arg).limit
-    assert isinstance(limit, ops.Limit), (op, arg)
-    return limit
-
-
-def _choices(op: str, arg: str) -> tuple[Any, ...]:
-    return ops.OPERATIONS[op].arg(arg).choices
-
-
-def _int(text: str, what: str, limit: ops.Limit[int]) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise CommandError(f"{what} {text!r} is not a number") from None
-    if n not in limit:
-        raise CommandError(f"{what} {n} outside {limit}")
-    return n
-
-
-def _one_of(text: str, what: str, choices: tuple[Any, ...]) -> int:
-    """A number that must be one of `choices` (STRIPE_SIZE=64, RATIO=50...)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise CommandError(f"{what} {text!r} is not a number") from None
-    if n not in choices:
-        raise CommandError(f"{what}={n} not one of {_words(choices, ', ')}")
-    return n
-
-
-def _words(choices: tuple[Any, ...], sep: str = "|") -> str:
-    """Choices as the language writes them: HIGH|MEDIUM|LOW, 0|25|50."""
-    return sep.join(str(c).upper() for c in choices)
-
-
-def parse_disk(word: str) -> int:
-    m = re.fullmatch(r"DISK(\d+)", word.strip().upper())
-    if not m:
-        raise CommandError(f"{word!r} is not a disk name (DISK{ops.BAYS.lo} .. DISK{ops.BAYS.hi})")
-    bay = int(m.group(1))
-    if bay not in ops.BAYS:
-        raise CommandError(f"{word} names bay {bay}; bays are {ops.BAYS.lo}-{ops.BAYS.hi}")
-    return bay
-
-
-def parse_disks(spec: str) -> list[int]:
-    """DISK1-DISK3, DISK1,DISK5 or a mix."""
-    bays: list[int] = []
-    for part in re.split(r"[,\s]+", spec.strip()):
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            first, last = parse_disk(a), parse_disk(b)
-            if last < first:
-                raise CommandError(f"disk range {part} runs backwards")
-            bays.extend(range(first, last + 1))
-        else:
-            bays.append(parse_disk(part))
-    if not bays:
-        raise CommandError("no disks given")
-    if len(set(bays)) != len(bays):
-        raise CommandError(f"a disk is named twice in {spec!r}")
-    return bays
-
-
-def parse_size(text: str) -> int:
-    """Bytes from 8GB, 512MiB, 1.5T ... (binary units: 8GB is 8 GiB); a bare number is MiB, as the
-    MSA CLI counted (the TOML's bare number is bytes). The grammar is units.parse_size's."""
-    try:
-        return units.parse_size(text, default_unit="M")
-    except units.SizeError as exc:
-        raise CommandError(str(exc)) from None
-
-
-def _unit_number(words: list[str], usage: str) -> tuple[int, list[str]]:
-    if not words:
-        raise CommandError(f"unit number missing (usage: {usage})")
-    return _int(words[0], "unit", ops.LUNS), words[1:]
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -242,16 +97,16 @@ def _show(array: Array, words: list[str]) -> Reply:
     if obj == "EVENTS" and len(rest) <= 1:
         events = array.events()
         if rest:
-            events = events[-_int(rest[0], "event count", _limit("events", "limit")) :]
+            events = events[-number(rest[0], "event count", limit("events", "limit")) :]
         return Reply(events, render.events_text(events))
     raise CommandError(f"unknown SHOW command {' '.join(what)!r} ({USAGE['SHOW']})")
 
 
 def _unit_command(array: Array, words: list[str], verb: str) -> Reply:
     usage = USAGE[f"{verb} UNIT"]
-    lun, rest = _unit_number(words, usage)
+    lun, rest = unit_number(words, usage)
     if verb == "ADD":
-        pos, o = _options(rest, {"DATA", "RAID_LEVEL", "STRIPE_SIZE", "SIZE", "NAME", "ARRAY"}, usage)
+        pos, o = options(rest, {"DATA", "RAID_LEVEL", "STRIPE_SIZE", "SIZE", "NAME", "ARRAY"}, usage)
         if pos:
             raise CommandError(f"unexpected {pos[0]!r} (usage: {usage})")
         if "DATA" not in o and "ARRAY" not in o:
@@ -264,8 +119,8 @@ def _unit_command(array: Array, words: list[str], verb: str) -> Reply:
             raise CommandError(f"RAID_LEVEL={o['RAID_LEVEL']} not one of {', '.join(RaidLevel)}") from None
         kw["bays"] = parse_disks(o["DATA"]) if "DATA" in o else []
         if "STRIPE_SIZE" in o:
-            kw["stripe_kib"] = _one_of(o["STRIPE_SIZE"].upper().removesuffix("KB").removesuffix("K"),
-                                       "STRIPE_SIZE", _choices("add_unit", "stripe_kib"))
+            kw["stripe_kib"] = one_of(o["STRIPE_SIZE"].upper().removesuffix("KB").removesuffix("K"),
+                                       "STRIPE_SIZE", choices("add_unit", "stripe_kib"))
         if "SIZE" in o:
             kw["size_bytes"] = parse_size(o["SIZE"])
         if "NAME" in o:
@@ -279,12 +134,12 @@ def _unit_command(array: Array, words: list[str], verb: str) -> Reply:
         result = array.operate("delete_unit", lun)
         return Reply(result, f"Unit {lun} deleted.")
     if verb == "EXPAND":
-        pos, o = _options(rest, {"DATA"}, usage)
+        pos, o = options(rest, {"DATA"}, usage)
         if pos or "DATA" not in o:
             raise CommandError(f"usage: {usage}")
         result = array.operate("expand_unit", lun, parse_disks(o["DATA"]))
         return Reply(result, f"Expansion of the array holding unit {lun} started.")
-    pos, o = _options(rest, {"SIZE"}, usage)  # EXTEND
+    pos, o = options(rest, {"SIZE"}, usage)  # EXTEND
     if pos or "SIZE" not in o:
         raise CommandError(f"usage: {usage}")
     result = array.operate("extend_unit", lun, parse_size(o["SIZE"]))
@@ -298,10 +153,10 @@ def _no_more(rest: list[str], usage: str) -> None:
 
 def _spare_command(array: Array, words: list[str], verb: str) -> Reply:
     usage = USAGE[f"{verb} SPARE"]
-    pos, o = _options(words, {"UNIT"}, usage)
+    pos, o = options(words, {"UNIT"}, usage)
     if "UNIT" not in o:
         raise CommandError(f"UNIT= missing (usage: {usage})")
-    lun = _int(o["UNIT"], "unit", ops.LUNS)
+    lun = number(o["UNIT"], "unit", ops.LUNS)
     if not pos:
         raise CommandError(f"no disk given (usage: {usage})")
     bays = parse_disks(",".join(pos))
@@ -313,7 +168,7 @@ def _spare_command(array: Array, words: list[str], verb: str) -> Reply:
 
 def _connection_command(array: Array, words: list[str], verb: str) -> Reply:
     usage = USAGE[f"{verb} CONNECTION"]
-    pos, o = _options(words, {"IQN", "PORT"} if verb == "ADD" else set(), usage)
+    pos, o = options(words, {"IQN", "PORT"} if verb == "ADD" else set(), usage)
     if len(pos) != 1:
         raise CommandError(f"{'connection name missing' if not pos else f'unexpected {pos[1]!r}'} (usage: {usage})")
     name = pos[0]
@@ -325,7 +180,7 @@ def _connection_command(array: Array, words: list[str], verb: str) -> Reply:
     port = o.get("PORT", "ANY")
     kw: dict[str, Any] = {}
     if port.upper() != "ANY":
-        kw["port"] = _int(port, "PORT", _limit("add_connection", "port"))
+        kw["port"] = number(port, "PORT", limit("add_connection", "port"))
     result = array.operate("add_connection", name, o["IQN"], **kw)
     where = f"port {kw['port']}" if kw else "either port"
     return Reply(result, f"Connection {name} added: {o['IQN']} on {where}.")
@@ -333,12 +188,12 @@ def _connection_command(array: Array, words: list[str], verb: str) -> Reply:
 
 def _acl_command(array: Array, words: list[str], verb: str) -> Reply:
     usage = USAGE[f"{verb} ACL"]
-    pos, o = _options(words, {"CONNECTION", "UNIT"}, usage)
+    pos, o = options(words, {"CONNECTION", "UNIT"}, usage)
     _no_more(pos, usage)
     for key in ("CONNECTION", "UNIT"):
         if key not in o:
             raise CommandError(f"{key}= missing (usage: {usage})")
-    lun = _int(o["UNIT"], "unit", ops.LUNS)
+    lun = number(o["UNIT"], "unit", ops.LUNS)
     result = array.operate("add_acl" if verb == "ADD" else "delete_acl", o["CONNECTION"], lun)
     if verb == "ADD":
         return Reply(result, f"Unit {lun} presented to connection {o['CONNECTION']}.")
@@ -347,42 +202,42 @@ def _acl_command(array: Array, words: list[str], verb: str) -> Reply:
 
 def _set_port(array: Array, words: list[str]) -> Reply:
     usage = USAGE["SET PORT"]
-    pos, o = _options(words, {"ACCESS"}, usage)
+    pos, o = options(words, {"ACCESS"}, usage)
     if len(pos) != 1 or "ACCESS" not in o:
         raise CommandError(f"usage: {usage}")
-    port = _int(pos[0], "port", _limit("set_port_access", "port"))
+    port = number(pos[0], "port", limit("set_port_access", "port"))
     access = o["ACCESS"].lower()
-    if access not in _choices("set_port_access", "access"):
-        raise CommandError(f"ACCESS={o['ACCESS']} not one of {_words(_choices('set_port_access', 'access'), ', ')}")
+    if access not in choices("set_port_access", "access"):
+        raise CommandError(f"ACCESS={o['ACCESS']} not one of {words_of(choices('set_port_access', 'access'), ', ')}")
     result = array.operate("set_port_access", port, access)
     return Reply(result, f"Port {port} access: {access.upper()}.")
 
 
 def _set_globals(array: Array, words: list[str]) -> Reply:
     usage = USAGE["SET GLOBALS"]
-    pos, o = _options(words, {"REBUILD_PRIORITY"}, usage)
+    pos, o = options(words, {"REBUILD_PRIORITY"}, usage)
     if pos or not o:
         raise CommandError(f"usage: {usage}")
     prio = o["REBUILD_PRIORITY"].lower()
-    if prio not in _choices("set_rebuild_priority", "priority"):
+    if prio not in choices("set_rebuild_priority", "priority"):
         raise CommandError(f"REBUILD_PRIORITY={o['REBUILD_PRIORITY']} not one of "
-                           f"{_words(_choices('set_rebuild_priority', 'priority'), ', ')}")
+                           f"{words_of(choices('set_rebuild_priority', 'priority'), ', ')}")
     result = array.operate("set_rebuild_priority", prio)
     return Reply(result, f"Rebuild priority set to {prio.upper()}.")
 
 
 def _set_cache(array: Array, words: list[str]) -> Reply:
     usage = USAGE["SET CACHE"]
-    pos, o = _options(words, {"RATIO", "SIZE"}, usage)
+    pos, o = options(words, {"RATIO", "SIZE"}, usage)
     kw: dict[str, Any] = {}
     for w in pos:
         if w.upper() not in ("ENABLE", "DISABLE") or "enabled" in kw:
             raise CommandError(f"unexpected {w!r} (usage: {usage})")
         kw["enabled"] = w.upper() == "ENABLE"
     if "RATIO" in o:  # the read share, percent
-        kw["ratio_read_percent"] = _one_of(o["RATIO"].rstrip("%"), "RATIO", _choices("set_cache", "ratio_read_percent"))
+        kw["ratio_read_percent"] = one_of(o["RATIO"].rstrip("%"), "RATIO", choices("set_cache", "ratio_read_percent"))
     if "SIZE" in o:  # MB: the product's cache modules (the model accepts more, for tests)
-        kw["size_mb"] = _one_of(o["SIZE"].upper().removesuffix("MB"), "SIZE", ops.CACHE_MODULES_MB)
+        kw["size_mb"] = one_of(o["SIZE"].upper().removesuffix("MB"), "SIZE", ops.CACHE_MODULES_MB)
     if not kw:
         raise CommandError(f"usage: {usage}")
     result = array.operate("set_cache", **kw)
@@ -394,7 +249,7 @@ def _rso(array: Array, words: list[str]) -> Reply:
     if not words:
         raise CommandError(f"usage: {usage}")
     action = words[0].upper()
-    pos, o = _options(words[1:], {"TIMEOUT", "ACT_ALONE"}, usage)
+    pos, o = options(words[1:], {"TIMEOUT", "ACT_ALONE"}, usage)
     if pos:
         raise CommandError(f"unexpected {pos[0]!r} (usage: {usage})")
     if action == "STATUS" and not o:
@@ -409,8 +264,8 @@ def _rso(array: Array, words: list[str]) -> Reply:
                 raise CommandError(f"TIMEOUT={o['TIMEOUT']} is not a number of seconds") from None
             if not math.isfinite(kw["timeout_s"]):
                 raise CommandError(f"TIMEOUT={o['TIMEOUT']} is not a number of seconds")
-            if kw["timeout_s"] not in _limit("rso_configure", "timeout_s"):
-                raise CommandError(f"TIMEOUT={o['TIMEOUT']} outside {_limit('rso_configure', 'timeout_s')} seconds")
+            if kw["timeout_s"] not in limit("rso_configure", "timeout_s"):
+                raise CommandError(f"TIMEOUT={o['TIMEOUT']} outside {limit('rso_configure', 'timeout_s')} seconds")
         if "ACT_ALONE" in o:
             if o["ACT_ALONE"].upper() not in ("YES", "NO"):
                 raise CommandError("ACT_ALONE=YES or NO")
@@ -436,30 +291,30 @@ def _fault(array: Array, words: list[str]) -> Reply:
     m = re.fullmatch(r"(PSU|FAN)(\d+)", target)
     if m:
         op = f"fault_{m.group(1).lower()}"
-        if action.lower() not in _choices(op, "action") or args:
-            raise CommandError(f"usage: FAULT {m.group(1)}n {_words(_choices(op, 'action'))}")
-        n = _int(m.group(2), m.group(1), _limit(op, "n"))
+        if action.lower() not in choices(op, "action") or args:
+            raise CommandError(f"usage: FAULT {m.group(1)}n {words_of(choices(op, 'action'))}")
+        n = number(m.group(2), m.group(1), limit(op, "n"))
         result = array.operate(op, n, action.lower())
         return Reply(result, f"{m.group(1)} {n}: {'failed' if action == 'FAIL' else 'restored'}.")
     m = re.fullmatch(r"LINK(\d+)", target)
     if m:
-        if action.lower() not in _choices("fault_link", "action") or args:
-            raise CommandError(f"usage: FAULT LINKn {_words(_choices('fault_link', 'action'))} "
-                               f"(n: port {_limit('fault_link', 'port')})")
-        port = _int(m.group(1), "port", _limit("fault_link", "port"))
+        if action.lower() not in choices("fault_link", "action") or args:
+            raise CommandError(f"usage: FAULT LINKn {words_of(choices('fault_link', 'action'))} "
+                               f"(n: port {limit('fault_link', 'port')})")
+        port = number(m.group(1), "port", limit("fault_link", "port"))
         result = array.operate("fault_link", port, action.lower())
         return Reply(result, f"Port {port} heartbeat link {action.lower()}.")
     if target == "BATTERY":
-        if action.lower() not in _choices("fault_battery", "action") or args:
-            raise CommandError(f"usage: FAULT BATTERY {_words(_choices('fault_battery', 'action'))}")
+        if action.lower() not in choices("fault_battery", "action") or args:
+            raise CommandError(f"usage: FAULT BATTERY {words_of(choices('fault_battery', 'action'))}")
         result = array.operate("fault_battery", action.lower())
         return Reply(result, f"Battery: {action.lower()} done.")
     if target == "SHELF":
         if action == "POWER-OFF":
-            pos, o = _options(args, {"DURATION"}, "FAULT SHELF POWER-OFF [DURATION=seconds]")
+            pos, o = options(args, {"DURATION"}, "FAULT SHELF POWER-OFF [DURATION=seconds]")
             if pos:
                 raise CommandError("usage: FAULT SHELF POWER-OFF [DURATION=seconds]")
-            seconds = float(_int(o["DURATION"], "DURATION", _limit("power_off", "duration"))) if "DURATION" in o \
+            seconds = float(number(o["DURATION"], "DURATION", limit("power_off", "duration"))) if "DURATION" in o \
                 else None
             result = array.operate("power_off", duration=seconds)
             tail = f" for {seconds:.0f} s" if seconds else ""
@@ -471,7 +326,7 @@ def _fault(array: Array, words: list[str]) -> Reply:
     if target == "TEMPERATURE":
         if args:
             raise CommandError("usage: FAULT TEMPERATURE c (degrees Celsius)")
-        celsius = _int(words[1], "temperature", _limit("set_temperature", "celsius"))
+        celsius = number(words[1], "temperature", limit("set_temperature", "celsius"))
         result = array.operate("set_temperature", celsius)
         return Reply(result, f"Temperature set to {celsius} C.")
     if not target.startswith("DISK"):
@@ -483,12 +338,12 @@ def _fault(array: Array, words: list[str]) -> Reply:
     elif action == "MEDIA-ERROR":
         if len(args) != 2:
             raise CommandError("usage: FAULT DISKm MEDIA-ERROR lba count")
-        kw = {"lba": _int(args[0], "lba", _limit("fault_disk", "lba")),
-              "count": _int(args[1], "count", _limit("fault_disk", "count"))}
+        kw = {"lba": number(args[0], "lba", limit("fault_disk", "lba")),
+              "count": number(args[1], "count", limit("fault_disk", "count"))}
     elif action == "LATENCY":
         if len(args) != 1:
             raise CommandError("usage: FAULT DISKm LATENCY ms")
-        kw = {"ms": _int(args[0], "latency", _limit("fault_disk", "ms"))}
+        kw = {"ms": number(args[0], "latency", limit("fault_disk", "ms"))}
     else:
         raise CommandError(f"unknown fault {words[1]!r} (usage: {usage})")
     result = array.operate("fault_disk", bay, action.lower(), **kw)
@@ -511,18 +366,18 @@ def help_reply(words: list[str]) -> Reply:
 
 
 _DISK_FAULT = (f"fail, pull, insert the drive in bay m ({ops.BAYS}); a media error at lba for count blocks; "
-               f"ms ({_limit('fault_disk', 'ms')}) latency per I/O; clear its faults")
+               f"ms ({limit('fault_disk', 'ms')}) latency per I/O; clear its faults")
 _RSO_ENABLE = f"enable RSO: port 1 primary, port 2 recovery; s: heartbeat timeout ({ops.RSO_TIMEOUT_S} s)"
 COMMANDS: dict[str, Command] = {
     "SHOW": Command(_show, (Form("SHOW GLOBALS", "describe"), Form("SHOW DISKS", "disks"),
                             Form("SHOW UNITS", "units"), Form("SHOW SPARES", "spares"),
                             Form("SHOW CONNECTIONS", "connections"), Form("SHOW ACL", "acl"),
                             Form("SHOW EVENTS [n]", "events",
-                                 f"the event log, or its last n events ({_limit('events', 'limit')})"))),
+                                 f"the event log, or its last n events ({limit('events', 'limit')})"))),
     "ADD UNIT": Command(functools.partial(_unit_command, verb="ADD"), (
         Form(f'ADD UNIT n DATA="DISKa-DISKb" RAID_LEVEL={"|".join(RaidLevel.names())} [STRIPE_SIZE=k] [SIZE=s]'
              " [NAME=x]", "add_unit", f"create unit n ({ops.LUNS}) on a new array of unassigned drives; "
-             f"stripe k KiB ({_words(_choices('add_unit', 'stripe_kib'))}), size s (default: all of it)"),
+             f"stripe k KiB ({words_of(choices('add_unit', 'stripe_kib'))}), size s (default: all of it)"),
         Form(f"ADD UNIT n ARRAY=a RAID_LEVEL={'|'.join(RaidLevel)} [SIZE=s] [NAME=x]", "add_unit",
              "create unit n on the free space of array a (SHOW UNITS names the arrays)"))),
     "DELETE UNIT": Command(functools.partial(_unit_command, verb="DELETE"), (Form("DELETE UNIT n", "delete_unit"),)),
@@ -545,14 +400,14 @@ COMMANDS: dict[str, Command] = {
     "DELETE ACL": Command(functools.partial(_acl_command, verb="DELETE"),
                           (Form("DELETE ACL CONNECTION=name UNIT=n", "delete_acl"),)),
     "SET PORT": Command(_set_port, (
-        Form(f"SET PORT n ACCESS={_words(_choices('set_port_access', 'access'))}", "set_port_access",
+        Form(f"SET PORT n ACCESS={words_of(choices('set_port_access', 'access'))}", "set_port_access",
              f"who may log in on port n ({ops.PORTS}): anyone, or only the initiators of its connections"),)),
     "SET GLOBALS": Command(_set_globals, (
-        Form(f"SET GLOBALS REBUILD_PRIORITY={_words(_choices('set_rebuild_priority', 'priority'))}",
+        Form(f"SET GLOBALS REBUILD_PRIORITY={words_of(choices('set_rebuild_priority', 'priority'))}",
              "set_rebuild_priority"),)),
     "SET CACHE": Command(_set_cache, (
-        Form(f"SET CACHE [ENABLE|DISABLE] [RATIO={_words(_choices('set_cache', 'ratio_read_percent'))}]"
-             f" [SIZE={_words(ops.CACHE_MODULES_MB)}]", "set_cache",
+        Form(f"SET CACHE [ENABLE|DISABLE] [RATIO={words_of(choices('set_cache', 'ratio_read_percent'))}]"
+             f" [SIZE={words_of(ops.CACHE_MODULES_MB)}]", "set_cache",
              "the array accelerator: on or off, its read share in percent, its size in MB"),)),
     "RSO": Command(_rso, (Form("RSO STATUS", "rso_status"),
                           Form("RSO ENABLE [TIMEOUT=s] [ACT_ALONE=YES|NO]", "rso_configure", _RSO_ENABLE),
@@ -561,14 +416,14 @@ COMMANDS: dict[str, Command] = {
     "FAULT": Command(_fault, (
         Form("FAULT DISKm FAIL | PULL | INSERT | MEDIA-ERROR lba count | LATENCY ms | CLEAR", "fault_disk",
              _DISK_FAULT),
-        Form(f"FAULT PSUn {_words(_choices('fault_psu', 'action'), ' | ')}", "fault_psu"),
-        Form(f"FAULT FANn {_words(_choices('fault_fan', 'action'), ' | ')}", "fault_fan"),
+        Form(f"FAULT PSUn {words_of(choices('fault_psu', 'action'), ' | ')}", "fault_psu"),
+        Form(f"FAULT FANn {words_of(choices('fault_fan', 'action'), ' | ')}", "fault_fan"),
         Form("FAULT TEMPERATURE c", "set_temperature",
-             f"set the enclosure temperature to c degrees C ({_limit('set_temperature', 'celsius')})"),
-        Form(f"FAULT BATTERY {_words(_choices('fault_battery', 'action'), ' | ')}", "fault_battery"),
+             f"set the enclosure temperature to c degrees C ({limit('set_temperature', 'celsius')})"),
+        Form(f"FAULT BATTERY {words_of(choices('fault_battery', 'action'), ' | ')}", "fault_battery"),
         Form("FAULT SHELF POWER-OFF [DURATION=s]", "power_off"),
         Form("FAULT SHELF POWER-ON", "power_on"),
-        Form(f"FAULT LINKn {_words(_choices('fault_link', 'action'), ' | ')}", "fault_link"))),
+        Form(f"FAULT LINKn {words_of(choices('fault_link', 'action'), ' | ')}", "fault_link"))),
 }
 _VERBS = {key.split()[0] for key in COMMANDS} | {"HELP"}
 COMMANDS["HELP"] = Command(_help, (Form(f"HELP [{'|'.join(dict.fromkeys(k.split()[0] for k in COMMANDS))}]",
