@@ -21,7 +21,7 @@ from firmware_model.scsi.constants import Asc, SenseKey
 from firmware_model.scsi.sense import fixed_sense
 from firmware_model.scsi.types import DataDirection, ScsiRequest, Status
 
-from .constants import BHS_LEN, RESERVED_TAG, Op, RejectReason
+from .constants import BHS_LEN, RESERVED_TAG, LoginStatus, Op, RejectReason
 from .control import logout, nop_out, text
 from .login import LOGIN_MAX_DATA, LoginState
 from .node import PortalInfo, TargetNode, sn_lt
@@ -124,8 +124,9 @@ class Connection(ResponseWriter):
             try:
                 pdu = self.reader.next_pdu()
             except FramingError as exc:
-                self.repeats.warning(("framing",), "closing a connection on port %d%s: framing error: %s",
-                                     self.portal.port, self.repeats.where, exc)
+                if not self._refuse_login(str(exc)):
+                    self.repeats.warning(("framing",), "closing a connection on port %d%s: framing error: %s",
+                                         self.portal.port, self.repeats.where, exc)
                 self.end(f"framing error: {exc}")
                 return
             if pdu is None:
@@ -263,6 +264,16 @@ class Connection(ResponseWriter):
             self.reject(pdu, RejectReason.PROTOCOL_ERROR, "login request in full feature phase")
         else:
             self.reject(pdu, RejectReason.COMMAND_NOT_SUPPORTED, f"unknown opcode 0x{op:02x}")
+
+    def _refuse_login(self, why: str) -> bool:
+        """A login request too long to take still gets its answer: INITIATOR ERROR (0x0200)."""
+        head = self.reader.head()
+        if self.login is None or len(head) < BHS_LEN or head[0] & 0x3F != Op.LOGIN_REQ:
+            return False
+        bhs = self.login.refuse(Pdu(head, b"", b""), self.stat_sn, LoginStatus.INITIATOR_ERROR, why)
+        self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
+        self.out.extend(encode(bhs))
+        return True
 
     def _login(self, pdu: Pdu) -> None:
         login = self.login

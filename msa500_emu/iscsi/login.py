@@ -71,11 +71,14 @@ class LoginState:
         try:
             return self._handle(pdu)
         except LoginFailed as exc:
-            log.warning(
-                "login from %s on port %d refused (0x%04x): %s",
-                self.initiator or "?", self.portal.port, int(exc.status), exc.why,
-            )
-            return LoginResult(self._response(pdu, transit=False, status=exc.status), b"", failed=True)
+            return LoginResult(self.refuse(pdu, stat_sn, exc.status, exc.why), b"", failed=True)
+
+    def refuse(self, pdu: Pdu, stat_sn: int, status: LoginStatus, why: str) -> bytearray:
+        """The login response refusing `pdu` (also one too long to read: only its header is there)."""
+        self.stat_sn = stat_sn
+        log.warning("login from %s on port %d refused (0x%04x): %s",
+                    self.initiator or "?", self.portal.port, int(status), why)
+        return self._response(pdu, transit=False, status=status)
 
     def _handle(self, pdu: Pdu) -> LoginResult:
         if pdu.opcode != Op.LOGIN_REQ:

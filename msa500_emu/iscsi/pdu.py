@@ -114,6 +114,10 @@ class PduReader:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
+    def head(self) -> bytes:
+        """The next PDU's basic header segment as far as it has arrived."""
+        return bytes(self._buf[:BHS_LEN])
+
     def next_pdu(self) -> Pdu | None:
         buf = self._buf
         if len(buf) < BHS_LEN:

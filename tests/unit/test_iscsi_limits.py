@@ -37,6 +37,9 @@ def test_login_pdu_claiming_more_than_8192_bytes_is_refused_at_its_header() -> N
     conn.receive(login_pdu(b"", dsl=0xFFFFFF)[:48])  # only the header: nothing else is awaited
     assert conn.close_after_flush and "exceeds 8192" in conn.close_reason
     assert conn.reader.buffered <= 48
+    (rsp,) = replies(conn)  # answered before the close: a login response, INITIATOR ERROR
+    assert rsp.opcode == Op.LOGIN_RSP and rsp.itt == 0x1000
+    assert (rsp.bhs[36], rsp.bhs[37]) == (0x02, 0x00)
 
 
 def test_full_feature_pdu_claiming_more_than_max_recv_dsl_is_refused() -> None:
