@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from .enclosure import BAY_COUNT, FAN_COUNT, PSU_COUNT, ComponentState
+from .operations import CONNECTION_NAME_MAX, IQN_MAX, LUNS, MAX_CONNECTIONS, PORT_ACCESS, PORTS
 from .raid.api import RaidLevel
 
 MAX_LUN = 16383
@@ -160,6 +161,42 @@ def check_nvram(data: dict[str, Any], priorities: Collection[str] = ("high", "me
         _opt(r, "rso.", "failovers", lambda q, v: _int(q, v, 0))
         if r.get("failed_over") is not None:
             _str("rso.failed_over", r["failed_over"], ("auto", "user"))
+    if data.get("access") is not None:
+        check_access(_dict("access", data["access"]))
+
+
+def check_access(acc: dict[str, Any]) -> None:
+    """Host connections, port access and the units' ACLs (controller.access.Access.to_dict)."""
+    names: set[str] = set()
+    conns = _list("access.connections", acc.get("connections", []))
+    if len(conns) > MAX_CONNECTIONS:
+        raise NvramError(f"access.connections has {len(conns)} connections, at most {MAX_CONNECTIONS}")
+    for i, h in enumerate(conns):
+        p = f"access.connections[{i}]."
+        h = _dict(p[:-1], h)
+        name = _need(h, p, "name", lambda q, v: _str(q, v, nonempty=True))
+        if len(name) > CONNECTION_NAME_MAX:
+            raise NvramError(f"{p}name is longer than {CONNECTION_NAME_MAX} characters")
+        if name.lower() in names:
+            raise NvramError(f"{p}name: connection {name!r} appears twice")
+        names.add(name.lower())
+        iqn = _need(h, p, "iqn", lambda q, v: _str(q, v, nonempty=True))
+        if len(iqn) > IQN_MAX:
+            raise NvramError(f"{p}iqn is longer than {IQN_MAX} characters")
+        if h.get("port") is not None:
+            _int(f"{p}port", h["port"], PORTS.lo, PORTS.hi)
+    if "port_access" in acc:
+        for port, mode in _dict("access.port_access", acc["port_access"]).items():
+            if not port.isdigit() or int(port) not in PORTS:
+                raise NvramError(f"access.port_access.{port}: not a port ({PORTS})")
+            _str(f"access.port_access.{port}", mode, PORT_ACCESS)
+    if "acl" in acc:
+        for lun, entries in _dict("access.acl", acc["acl"]).items():
+            if not lun.isdigit() or int(lun) not in LUNS:
+                raise NvramError(f"access.acl.{lun}: not a unit ({LUNS})")
+            for j, name in enumerate(_strs(f"access.acl.{lun}", entries)):
+                if name.lower() not in names:
+                    raise NvramError(f"access.acl.{lun}[{j}] names connection {name!r}, which does not exist")
 
 
 def check_config(cfg: dict[str, Any], path: str = "config.",

@@ -180,6 +180,8 @@ class Emulator:
         except ControllerError as exc:
             raise CommandError(str(exc)) from exc
         self._refresh_delays()
+        if self.node is not None:  # a narrowed port or a deleted connection ends its sessions
+            self.node.enforce_access()
         return result
 
     # -- shelf power (fault injection) ---------------------------------------------------

@@ -165,6 +165,16 @@ class TargetNode:
     def may_login(self, initiator: str, port: int) -> bool:
         return self.access is None or self.access.may_login(initiator, port)
 
+    def enforce_access(self) -> int:
+        """End the sessions whose initiator may no longer log in where it is (its port narrowed to
+        host connections, its connection deleted or moved); how many. Its next login is refused."""
+        gone = [x for x in self.sessions.values() if not self.may_login(x.initiator, x.portal.port)]
+        for session in gone:
+            log.warning("ending the session of %s on port %d: the port's access no longer admits it",
+                        session.initiator, session.portal.port)
+            self.end_session(session, "access revoked")
+        return len(gone)
+
     def allocate_tsih(self) -> int:
         used = {s.tsih for s in self.sessions.values()}
         while True:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from msa500_emu.testing import InProcessArray, start_array
+from msa500_emu.iscsi.initiator import LoginError
+from msa500_emu.testing import InitiatorError, InProcessArray, start_array
+from msa500_emu.testing.sessions import login
 
 from ..conftest import need
 
@@ -55,3 +57,24 @@ def test_a_unit_with_an_acl_is_left_out_of_other_hosts_lun_lists(shelf: InProces
     assert "Lun:2" not in hidden and "Lun:1" in hidden, hidden
     inq = tool("iscsi-inq", "-i", STRANGER, shelf.url(1, 2))
     assert inq.returncode != 0 and "LOGICAL_UNIT_NOT_SUPPORTED" in inq.stderr + inq.stdout, (inq.stdout, inq.stderr)
+
+
+def test_narrowing_a_port_ends_the_sessions_it_no_longer_admits(shelf: InProcessArray) -> None:
+    host, port = shelf.portal(1).rsplit(":", 1)
+    web = login(host, int(port), shelf.target, WEB)
+    stranger = login(host, int(port), shelf.target, STRANGER)
+    shelf.ctl(f"ADD CONNECTION web IQN={WEB} PORT=1")
+    assert stranger.test_unit_ready(0).status == 0  # ACCESS=ALL still: nothing changes yet
+    shelf.ctl("SET PORT 1 ACCESS=CONNECTIONS")
+    with pytest.raises((InitiatorError, OSError)):
+        stranger.test_unit_ready(0)  # its session ended: the connection is closed
+    stranger.close()
+    assert web.test_unit_ready(0).status == 0  # the host with a connection keeps its session
+    with pytest.raises(LoginError) as refused:
+        login(host, int(port), shelf.target, STRANGER)
+    assert refused.value.status == 0x0202
+    shelf.ctl("DELETE CONNECTION web")  # the last connection goes: so does its session
+    with pytest.raises((InitiatorError, OSError)):
+        web.test_unit_ready(0)
+    web.close()
+    assert "the port's access no longer admits it" in shelf.log.read_text()

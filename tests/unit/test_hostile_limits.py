@@ -395,6 +395,11 @@ def test_a_full_disk_under_the_controller_gives_an_event_and_loses_nothing(
     ("battery", [1], "battery is a list"),
     ("rso.timeout_s", "soon", "rso.timeout_s is the string 'soon'"),
     ("config", None, "config is null"),
+    ("access.connections.0.port", 3, "access.connections[0].port is the number 3"),
+    ("access.connections.0.iqn", None, "access.connections[0].iqn is null"),
+    ("access.port_access.2", "some", "access.port_access.2 is the string 'some'"),
+    ("access.acl.1", ["db"], "access.acl.1[0] names connection 'db', which does not exist"),
+    ("access.acl", [], "access.acl is an empty list"),
 ])
 def test_nvram_of_a_wrong_shape_is_named_key_by_key(key: str, value: object, said: str) -> None:
     doc = {"format": 2, "next_drive": 8, "enclosure": {"psus": ["ok", "ok"], "fans": ["ok", "ok"],
@@ -404,7 +409,9 @@ def test_nvram_of_a_wrong_shape_is_named_key_by_key(key: str, value: object, sai
                                   "member_bytes": 1 << 26}],
                       "lds": [{"lun": 1, "name": "x", "array": "A", "raid": "1", "stripe_kib": 128,
                                "base_offset": 0, "num_blocks": 1024}]},
-           "battery": {"charge": 100.0}, "rso": {"timeout_s": 30.0}}
+           "battery": {"charge": 100.0}, "rso": {"timeout_s": 30.0},
+           "access": {"connections": [{"name": "web", "iqn": "iqn.2026-12.lab:web", "port": 1}],
+                      "port_access": {"1": "connections", "2": "all"}, "acl": {"1": ["web"]}}}
     check_nvram(doc)  # the document as written is fine
     *path, last = key.split(".")
     node: object = doc
