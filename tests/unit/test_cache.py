@@ -292,6 +292,22 @@ def test_background_destage_is_bounded_per_step(env: Clocked, tmp_path: Path) ->
     assert 2 <= steps <= 4
 
 
+def test_the_destage_rate_remembers_seconds_not_destages(env: Clocked, tmp_path: Path) -> None:
+    """Ten minutes of small destages that nobody asks the rate of keeps ~RATE_WINDOW_S entries (it kept
+    one per destage: the soak's memory growth), and the rate is what went out in the window."""
+    from firmware_model.cache.write_cache import RATE_WINDOW_S
+
+    c = env.open(tmp_path, cache_spec())
+    for i in range(600):  # one 4 KiB write destaged every second, ten minutes long
+        assert write(c, 2, (i * 8) % 8192, pattern(i, 8 * 512)).status == Status.GOOD
+        c.cache.flush(2)  # destaged now: one small destage per second
+        env.clock.advance(1.0)
+    assert len(c.cache._rate) <= RATE_WINDOW_S + 2
+    assert c.cache.destage_rate() == pytest.approx(8 * 512, rel=0.25)
+    env.clock.advance(RATE_WINDOW_S + 1)
+    assert c.cache.destage_rate() == 0
+
+
 # ------------------------------------------------------------------------ host semantics
 def test_fua_and_synchronize_cache_reach_the_drive_images(env: Clocked, tmp_path: Path) -> None:
     c = env.open(tmp_path, cache_spec())
