@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,15 @@ def array(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningArray]:
     running = start_array(d / "state", cfg)
     yield running
     assert running.stop() == 0, running.log.read_text()
+
+
+@pytest.fixture(autouse=True)
+def _release_controllers() -> Iterator[None]:
+    """After each test, the descriptors of the controllers it opened and never closed (a kill)."""
+    yield
+    helpers = sys.modules.get("tests.unit.shelf_helpers")
+    if helpers is not None:
+        helpers.release_opened()
 
 
 def need(tool: str) -> str:

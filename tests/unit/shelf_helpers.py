@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import struct
@@ -42,7 +43,25 @@ class Clocked:
         return self.walls
 
     def open(self, path: Path, spec: ShelfSpec | None = None) -> Controller:
-        return Controller(path, spec if spec is not None else small_spec(), self.clock, wall=self.wall)
+        c = Controller(path, spec if spec is not None else small_spec(), self.clock, wall=self.wall)
+        OPENED.append(c)
+        return c
+
+
+# Controllers tests opened: a test that "kills" one (opens the state directory again without
+# closing it) leaves its drive images, cache and journals open; release_opened() lets them go after
+# the test, without the close()'s NVRAM save and flush (the test is over: nothing may change now).
+OPENED: list[Controller] = []
+
+
+def release_opened() -> None:
+    while OPENED:
+        c = OPENED.pop()
+        if c.closed:
+            continue
+        for part in (c.cache, c.intents, c.member_journal, c.enclosure):
+            with contextlib.suppress(Exception):
+                part.close()
 
 
 def run_idle(c: Controller, clock: VirtualClock, limit: int = 10000) -> int:

@@ -22,6 +22,7 @@ from tests.unit.shelf_helpers import (
     execute,
     pattern,
     read,
+    release_opened,
     run_idle,
     small_spec,
     write,
@@ -194,6 +195,7 @@ def test_a_kill_at_any_store_leaves_old_or_new_data_never_garbage(env: Clocked, 
 
     v_old = None
     for at in range(1, 40):
+        release_opened()  # the last round's killed controllers
         d = tmp_path / f"k{at}"
         c = env.open(d, spec)
         scenario(c)

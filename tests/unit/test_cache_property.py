@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from firmware_model.cache import CacheSettings
 from firmware_model.controller import Controller
 from firmware_model.scsi.types import Status
-from tests.unit.shelf_helpers import Clocked, execute, pattern, read, small_spec, write
+from tests.unit.shelf_helpers import Clocked, execute, pattern, read, release_opened, small_spec, write
 from tests.unit.test_cache import _DyingMap, _Killed
 
 SPAN = 640  # blocks of each logical drive the test uses: lines collide often
@@ -119,3 +119,4 @@ def test_acknowledged_writes_survive_any_crash(script: list[tuple[Any, ...]]) ->
             view = c.lds[lun].view
             assert view is not None and view.read(0, SPAN + 64) == bytes(shadow[lun])
         c.close()
+        release_opened()  # the controllers each crash of this example left open
