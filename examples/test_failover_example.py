@@ -74,7 +74,7 @@ def test_rso_fails_over_when_the_heartbeat_stops(msa500: MSA500) -> None:
     status = msa500.wait_for_failover(timeout=10)
     assert status["fenced_port"] == 1 and status["active_port"] == 2
 
-    r = primary.test_unit_ready(1)
+    r = primary.clear_unit_attentions(1)  # every nexus hears 2A/06 of the change first (SPC-4), then:
     assert r.sense_key == NOT_READY and r.asc_ascq == UNAVAILABLE  # port 1 is fenced
     recovery.clear_unit_attentions(1)  # 2A/06 ASYMMETRIC ACCESS STATE CHANGED on port 2
     assert recovery.read(1, 10, 1) == b"\x11" * 512  # port 2 serves the data

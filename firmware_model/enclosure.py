@@ -94,6 +94,10 @@ class Drive:
         # fault list durable (a remap is permanent on a real drive)
         self.on_remap: Callable[[Drive], None] | None = None
         self.copy_broken = False  # as a copy-back target: a forwarded write failed
+        # I/O counters for the front panel's activity LED: two int adds per call, never reset
+        self.io_reads = 0
+        self.io_writes = 0
+        self.io_bytes = 0
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -140,6 +144,8 @@ class Drive:
                 bad = max(offset, err.offset)
                 raise DriveError(bad, min(end, err.offset + err.length) - bad, "media error")
         data = os.pread(fd, length, METADATA_BYTES + offset)
+        self.io_reads += 1
+        self.io_bytes += length
         if len(data) < length:
             data += bytes(length - len(data))
         return data
@@ -149,6 +155,8 @@ class Drive:
         if self.media_errors:
             self._remap(offset, len(data))
         view = memoryview(data)
+        self.io_writes += 1
+        self.io_bytes += view.nbytes
         pos = METADATA_BYTES + offset
         while view:
             n = os.pwrite(fd, view, pos)

@@ -85,6 +85,10 @@ class EventCode(StrEnum):
     BATTERY_CHARGED = "BATTERY_CHARGED"
     SHELF_POWER_OFF = "SHELF_POWER_OFF"
     SHELF_POWER_ON = "SHELF_POWER_ON"
+    PORT_FAULT = "PORT_FAULT"
+    PORT_FAULT_CLEARED = "PORT_FAULT_CLEARED"
+    SESSION_FAULT = "SESSION_FAULT"
+    INJECTION_FIRED = "INJECTION_FIRED"
     RSO_CONFIGURED = "RSO_CONFIGURED"
     RSO_SECONDARY_JOINED = "RSO_SECONDARY_JOINED"
     RSO_TIMEOUT = "RSO_TIMEOUT"
@@ -165,6 +169,10 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
     EventCode.BATTERY_CHARGED: (Severity.INFO, "the cache battery is charged"),
     EventCode.SHELF_POWER_OFF: (Severity.CRITICAL, "the shelf lost power"),
     EventCode.SHELF_POWER_ON: (Severity.INFO, "the shelf is powered again"),
+    EventCode.PORT_FAULT: (Severity.WARNING, "an iSCSI port fault was injected (down, reset, black hole, delay, flap)"),
+    EventCode.PORT_FAULT_CLEARED: (Severity.INFO, "an injected iSCSI port fault ended"),
+    EventCode.SESSION_FAULT: (Severity.WARNING, "a host's sessions were dropped and their ISIDs retired, or let back"),
+    EventCode.INJECTION_FIRED: (Severity.INFO, "an injected command error answered a host's command"),
     EventCode.RSO_CONFIGURED: (Severity.INFO, "the Recovery Server Option was configured"),
     EventCode.RSO_SECONDARY_JOINED: (Severity.INFO, "the recovery server acknowledges heartbeats"),
     EventCode.RSO_TIMEOUT: (Severity.CRITICAL, "no heartbeat from the primary within the timeout"),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from .enclosure import BAY_COUNT, FAN_COUNT, PSU_COUNT, ComponentState
-from .operations import CONNECTION_NAME_MAX, IQN_MAX, LUNS, MAX_CONNECTIONS, PORT_ACCESS, PORTS
+from .operations import ALUA_TRANSITION_MS, CONNECTION_NAME_MAX, IQN_MAX, LUNS, MAX_CONNECTIONS, PORT_ACCESS, PORTS
 from .raid.api import RaidLevel
 
 MAX_LUN = 16383
@@ -163,6 +163,11 @@ def check_nvram(data: dict[str, Any], priorities: Collection[str] = ("high", "me
             _str("rso.failed_over", r["failed_over"], ("auto", "user"))
     if data.get("access") is not None:
         check_access(_dict("access", data["access"]))
+    if data.get("alua") is not None:
+        a = _dict("alua", data["alua"])
+        _opt(a, "alua.", "transition_ms", lambda q, v: _num(q, v, 0))
+        if a.get("transition_ms", 0) not in ALUA_TRANSITION_MS:
+            raise _bad("alua.transition_ms", a["transition_ms"], f"{ALUA_TRANSITION_MS} ms")
 
 
 def check_access(acc: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ from .enclosure import BAY_COUNT, FAN_COUNT, PSU_COUNT
 from .metadata import METADATA_BYTES
 from .raid.api import RaidLevel
 from .rso import MAX_TIMEOUT_S, MIN_TIMEOUT_S
+from .scsi.alua import MAX_TRANSITION_MS, PORT_ALUA_STATES
+from .scsi.injection import ErrorKind
 
 N = TypeVar("N", int, float)
 
@@ -85,6 +87,8 @@ CACHE_RATIOS = RATIOS  # the read share, percent, as ACU offers it
 CACHE_MODULES_MB = (128, 256)  # the MSA500's cache modules: what the command language and the config offer
 CACHE_SIZE_MB = Limit(1, 1024)  # what the model accepts (tests run with small caches)
 RSO_TIMEOUT_S = Limit(MIN_TIMEOUT_S, MAX_TIMEOUT_S)
+ALUA_TRANSITION_MS = Limit(0, MAX_TRANSITION_MS)  # how long a port's access state change stays transitioning
+PORT_ALUA = tuple(PORT_ALUA_STATES)  # a port fault's access states ("active": none)
 POWER_OFF_S = Limit(1, 30 * 86400)  # a timed power cut, then power comes back by itself
 EVENTS_LIMIT = Limit(1, 100000)
 REBUILD_PRIORITIES = ("high", "medium", "low")
@@ -100,6 +104,15 @@ MAX_CONNECTIONS = 64  # host connections (ADD CONNECTION), as the MSA CLI keeps 
 CONNECTION_NAME_MAX = 32  # letters, digits, '-', '_', '.' (firmware_model.controller.access checks the characters)
 IQN_MAX = 223  # an iSCSI name's longest (RFC 3720 3.2.6.1)
 PORT_ACCESS = ("all", "connections")  # who may log in on a port: anyone, or the connections' initiators
+PORT_FAULTS = ("down", "up", "reset", "blackhole", "delay", "flap", "clear")  # FAULT PORTn (iscsi/path_faults.py)
+SESSION_FAULTS = ("reinstate", "clear")  # FAULT SESSION INITIATOR=iqn
+PORT_DELAY_MS = Limit(1, 60000)  # every response of a port held this long
+FLAP_S = Limit(1, 3600)  # a flapping port goes down and up every this many seconds
+INJECT_ERRORS = tuple(k.value for k in ErrorKind)  # INJECT ... ERROR= (firmware_model.scsi.injection)
+INJECT_COUNT = Limit(1, 1 << 31)  # how many commands an injection answers (or always)
+INJECT_LBA = Limit(0, (1 << 64) - 1)
+INJECT_DELAY_MS = Limit(1, 600000)  # ERROR=DELAY: ten minutes outlast every initiator's command timeout
+ALERT_TARGETS_MAX = 2048  # SET ALERTS: one comma-separated list of addresses or URLs
 
 
 # ------------------------------------------------------------------------------ the rows
@@ -324,6 +337,14 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         Arg("act_alone", Kind.BOOL, required=False)),
     _op("rso_failover", "forced failover (the F8 key): port 1 fenced, port 2 active"),
     _op("rso_restore", "port 1 active again, port 2 listening (not while the recovery host is logged in)"),
+    # -- ALUA: one target port group per port, implicit transitions only
+    _op("alua_status", "the target port groups: each port's access state, port faults, transition time",
+        persists=False),
+    _op("set_alua", f"how long a port's access state change reports transitioning ({ALUA_TRANSITION_MS} ms, "
+                    "0: at once)",
+        Arg("transition_ms", Kind.NUMBER, ALUA_TRANSITION_MS)),
+    _op("set_port_alua", f"a port fault's access state on a port ({', '.join(PORT_ALUA)}; active lifts it)",
+        Arg("port", Kind.INT, PORTS), Arg("state", Kind.TEXT, choices=PORT_ALUA), persists=False),
     # -- fault injection
     _op("fault_disk", f"a drive fault (bays {BAYS}): fail, pull, insert, media error, latency ({LATENCY_MS} ms), "
                       "predictive failure, clear",
@@ -350,6 +371,38 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         Arg("duration", Kind.NUMBER, POWER_OFF_S, required=False), persists=False, owner=Owner.PROCESS),
     _op("power_on", "power back on: the cache replays what the battery kept, the drives spin up",
         owner=Owner.PROCESS),
+    # -- path faults and command errors (the process: portals; injections live in memory only)
+    _op("fault_port", f"an iSCSI port fault (ports {PORTS}), for every host or one initiator: down, up, reset, "
+                      f"black hole, delay ({PORT_DELAY_MS} ms), flap ({FLAP_S} s), clear",
+        Arg("port", Kind.INT, PORTS), Arg("action", Kind.TEXT, choices=PORT_FAULTS),
+        Arg("initiator", Kind.TEXT, max_len=IQN_MAX, required=False),
+        Arg("ms", Kind.NUMBER, PORT_DELAY_MS, only_for=("delay",)),
+        Arg("seconds", Kind.NUMBER, FLAP_S, only_for=("flap",)), persists=False, owner=Owner.PROCESS),
+    _op("fault_session", "drop a host's sessions and refuse its old ISIDs (reinstate), or let them back (clear)",
+        Arg("initiator", Kind.TEXT, max_len=IQN_MAX), Arg("action", Kind.TEXT, choices=SESSION_FAULTS),
+        persists=False, owner=Owner.PROCESS),
+    _op("path_faults", "the port and session faults in force", persists=False, owner=Owner.PROCESS),
+    _op("inject", f"answer some commands of a unit with an error, status, no answer or a delay "
+                  f"({INJECT_DELAY_MS} ms); once, {INJECT_COUNT} times or always",
+        _LUN, Arg("op", Kind.TEXT, max_len=8), Arg("error", Kind.TEXT, choices=INJECT_ERRORS),
+        Arg("lba_first", Kind.INT, INJECT_LBA, required=False), Arg("lba_last", Kind.INT, INJECT_LBA, required=False),
+        Arg("count", Kind.INT, INJECT_COUNT, required=False), Arg("always", Kind.BOOL, required=False),
+        Arg("initiator", Kind.TEXT, max_len=IQN_MAX, required=False), Arg("port", Kind.INT, PORTS, required=False),
+        Arg("sense", Kind.TEXT, max_len=16, required=False),
+        Arg("delay_ms", Kind.NUMBER, INJECT_DELAY_MS, required=False), persists=False, owner=Owner.PROCESS),
+    _op("injections", "the command error injections, with how often each fired", persists=False,
+        owner=Owner.PROCESS),
+    _op("delete_injection", "delete one command error injection", Arg("id", Kind.INT, AtLeast(1)),
+        persists=False, owner=Owner.PROCESS),
+    _op("clear_injections", "delete every command error injection", persists=False, owner=Owner.PROCESS),
+    # -- alert sinks (the process: SNMP traps, syslog, webhooks)
+    _op("alert_status", "the alert sinks (SNMP managers, syslog receivers, webhooks) with their counts",
+        persists=False, owner=Owner.PROCESS),
+    _op("set_alerts", "where alerts go: SNMP managers, community, syslog receivers, webhook URLs (\"\": none)",
+        Arg("snmp", Kind.TEXT, required=False, max_len=ALERT_TARGETS_MAX),
+        Arg("community", Kind.TEXT, required=False, max_len=64),
+        Arg("syslog", Kind.TEXT, required=False, max_len=ALERT_TARGETS_MAX),
+        Arg("webhook", Kind.TEXT, required=False, max_len=ALERT_TARGETS_MAX), persists=False, owner=Owner.PROCESS),
 )}
 
 

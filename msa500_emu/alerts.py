@@ -4,8 +4,9 @@ The host agents raise theirs here (codes: the controller's HOST_* events) and th
 every controller event through the same fan-out (`Emulator.alerts`). An alert has a stable code,
 a severity, a source and a one-line message. Sinks receive every alert; a failing sink is
 reported once and never stops its process. Standard library only (it runs inside the lab guest).
-An SNMP trap sender is one more sink: `CommandSink` already runs e.g. `snmptrap` with the alert
-in its environment (agents only: it blocks), and a native trap sink only has to implement `send`.
+The array's own SNMP traps, syslog and webhooks are one more sink of the emulator's fan-out:
+msa500_emu.alerting (its table maps each event code to each form; its sends never block the loop).
+`CommandSink` runs a command per alert (e.g. `snmptrap` on a host agent; it blocks: agents only).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any
 from firmware_model.controller import ShelfError
 
 from .config import ConfigError, load, parse_endpoint
+from .management import watch
 from .management.auth import TOKEN_ENV, TokenError, find_token
 from .management.commands import CommandError, help_reply
 
@@ -48,9 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--token-file", type=Path, metavar="FILE",
                    help=f"the API token (default: ${TOKEN_ENV}, else the one the array recorded for this "
                         "user under ~/.local/state/msa500-emu/tokens/HOST_PORT)")
-    c.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. SHOW GLOBALS")
+    c.add_argument("--watch", action="store_true",
+                   help="with SHOW UNITS: redraw the table live (plain lines when not a terminal; Ctrl-C ends)")
+    c.add_argument("--count", type=int, metavar="N", help="--watch: stop after N polls")
+    c.add_argument("--interval", type=float, metavar="S",
+                   help="seconds between polls of --watch (default 1) and WAIT (default 0.5)")
+    c.add_argument("words", nargs="+", metavar="COMMAND",
+                   help=f"e.g. SHOW GLOBALS; ctl also waits: {watch.WAIT_USAGE} (a progress bar; exit 0 reached, "
+                        "1 impossible, 4 timed out; default TIMEOUT 3600 s)")
     sub.add_parser("agent", add_help=False, help="RSO host agents: `agent primary|recovery --help`")
     sub.add_parser("lab", add_help=False, help="the RSO lab with two QEMU hosts: `lab --help`")
+    sub.add_parser("scenario", add_help=False, help="run a scenario file (docs/scenarios.md): `scenario --help`")
+    sub.add_parser("fleet", add_help=False, help="start N arrays on free ports, stop them on Ctrl-C: `fleet --help`")
     return p
 
 
@@ -64,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         from .lab.cli import main as lab_main
 
         return lab_main(argv[1:])
+    if argv[:1] == ["scenario"]:
+        from .scenario.cli import main as scenario_main
+
+        return scenario_main(argv[1:])
+    if argv[:1] == ["fleet"]:
+        from .testing.fleet import main as fleet_main
+
+        return fleet_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -143,6 +161,11 @@ def _ctl(args: argparse.Namespace) -> int:
     except TokenError as exc:
         print(f"msa500-emu ctl: {exc}", file=sys.stderr)
         return 3
+    if args.watch or args.words[0].upper() == "WAIT":  # client-side: polls GET /api/units
+        return watch.ctl(watch.Api(base, token), args.words, sys.stdout, sys.stderr, as_json=args.json,
+                         watch=args.watch, count=args.count, interval=args.interval)
+    if args.count is not None or args.interval is not None:
+        return _answer(args, {"ok": False, "error": "--count and --interval go with --watch or WAIT"})
     req = urllib.request.Request(
         base.rstrip("/") + "/api/command",
         data=json.dumps({"command": line}).encode(),

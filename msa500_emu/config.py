@@ -10,7 +10,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_model.controller import (
     BAY_COUNT,
@@ -24,6 +24,9 @@ from firmware_model.controller import (
 
 from . import units
 from .iscsi.chap import ChapConfig
+
+if TYPE_CHECKING:
+    from .alerting.settings import AlertSettings
 
 
 class ConfigError(Exception):
@@ -57,6 +60,7 @@ class Settings:
     max_connections: int = 1024
     max_connections_per_address: int = 64
     discovery_chap: ChapConfig = field(default_factory=ChapConfig)
+    alerts: AlertSettings | None = None  # [alerts]: SNMP managers, syslog, webhooks (None: none)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -127,7 +131,7 @@ def load(path: Path | None, overrides: dict[str, str | None]) -> Settings:
             raise ConfigError(f"config file {path}: {exc}") from exc
         except UnicodeDecodeError as exc:  # TOML is UTF-8 text
             raise ConfigError(f"config file {path}: not UTF-8 (byte {exc.start}: {exc.reason})") from exc
-    _take(raw, {"state_dir", "port1", "port2", "api", "log_level", "shelf", "iscsi"}, "config")
+    _take(raw, {"state_dir", "port1", "port2", "api", "log_level", "shelf", "iscsi", "alerts"}, "config")
     settings = Settings(state_dir=default_state_dir())
     if "state_dir" in raw:
         settings.state_dir = user_path(_typed(raw, "state_dir", str, "config"), "state_dir")
@@ -142,6 +146,13 @@ def load(path: Path | None, overrides: dict[str, str | None]) -> Settings:
         settings.shelf = _shelf(_typed(raw, "shelf", dict, "config"))
     if "iscsi" in raw:
         _iscsi(_typed(raw, "iscsi", dict, "config"), settings)
+    if "alerts" in raw:
+        from .alerting.settings import AlertSettingsError, from_table  # it reads parse_endpoint from here
+
+        try:
+            settings.alerts = from_table(raw["alerts"])
+        except AlertSettingsError as exc:
+            raise ConfigError(str(exc)) from None
     if overrides.get("state_dir"):
         settings.state_dir = user_path(str(overrides["state_dir"]), "--state-dir")
     for key in ("port1", "port2", "api"):

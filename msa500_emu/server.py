@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
@@ -16,17 +16,24 @@ from firmware_model.cache import CACHE_FILE
 from firmware_model.clock import MonotonicClock
 from firmware_model.controller import Controller, ControllerError
 from firmware_model.controller.views import DiskView, EventView, SpareView, UnitView
+from firmware_model.events import EventCode
+from firmware_model.scsi.injection import InjectionError, firing_text
 
+from .alerting.service import AlertService
+from .alerting.settings import AlertSettingsError
 from .alerts import Alert, Alerts
 from .config import Settings
 from .iscsi.node import NodeConfig, PortalInfo, TargetNode
+from .iscsi.path_faults import PathFaults
 from .iscsi.portal import Portal
 from .management.api import make_app
 from .management.auth import TOKEN_FILE, ApiAuth
 from .management.commands import CommandError
+from .management.stream import EventHub
 from .statelock import StateDirLock
 
 log = logging.getLogger("msa500_emu")
+T = TypeVar("T", DiskView, SpareView)
 
 
 class LogSink:
@@ -49,9 +56,12 @@ class Emulator:
         self._power_timer: asyncio.TimerHandle | None = None
         self._pending: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
-        self.alerts = Alerts("array", [LogSink()], echo=False)  # SNMP traps plug in as one more sink
+        self.alerts = Alerts("array", [LogSink()], echo=False)
+        self.alerting = AlertService(settings, lambda: self.shelf, self.started_at)  # traps, syslog, webhooks
+        self.event_hub = EventHub()  # GET /api/events/stream: every event, live
         self.node: TargetNode | None = None
         self.portals: list[Portal] = []
+        self.port_faults: PathFaults | None = None  # FAULT PORTn / FAULT SESSION (iscsi/path_faults.py)
         self.api_runner: web.AppRunner | None = None
         self.api_port = settings.api.port
         self.api_auth = ApiAuth.disabled()
@@ -89,6 +99,7 @@ class Emulator:
                 portal = Portal(self.node, info)
                 await portal.start()
                 self.portals.append(portal)
+            self._wire_faults()
             if s.api_auth:  # before listening: no moment without the token (TokenError: one line)
                 self.api_auth = ApiAuth.from_file(s.api_token_file or s.state_dir / TOKEN_FILE)
             else:
@@ -103,6 +114,7 @@ class Emulator:
                 self.api_port = server.sockets[0].getsockname()[1]
             self.api_auth.record(s.api.host, self.api_port)
             self._ticker = asyncio.create_task(self._tick(), name="controller-timers")
+            await self.alerting.start()
         except BaseException:
             await self.stop()
             raise
@@ -130,9 +142,11 @@ class Emulator:
 
     def _on_event(self, event: Any) -> None:
         self._wake.set()
+        self.event_hub.publish(event)
         sev = getattr(event, "severity", "info")
         self.alerts.raise_(str(getattr(event, "code", "?")), str(getattr(sev, "value", sev)),
                            str(getattr(event, "message", "")))
+        self.alerting.notify(event)  # queued: the sinks send from their own tasks
 
     def _refresh_delays(self) -> None:
         """Per-LUN injected latency: the slowest member drive of the unit's array."""
@@ -153,13 +167,25 @@ class Emulator:
         return self.shelf
 
     def disks(self) -> list[DiskView]:
-        return self._ctl().disks()
+        return self._powered(self._ctl().disks())
 
     def units(self) -> list[UnitView]:
         return self._ctl().units()
 
     def spares(self) -> list[SpareView]:
-        return self._ctl().spares()
+        return self._powered(self._ctl().spares())
+
+    def _powered(self, rows: list[T]) -> list[T]:
+        """Views of a powered-off shelf say so on each row (`"powered": false`), as units do."""
+        return rows if self._ctl().powered else [cast(T, {**r, "powered": False}) for r in rows]
+
+    def powered_off_at(self) -> float | None:
+        """When the shelf lost power (the event log's last SHELF_POWER_OFF), None while it is on."""
+        ctl = self._ctl()
+        if ctl.powered:
+            return None
+        off = [e for e in ctl.events() if e.get("code") == "SHELF_POWER_OFF"]
+        return float(off[-1]["time"]) if off else None
 
     def events(self, since_id: int = 0) -> list[EventView]:
         return self._ctl().events(since_id)
@@ -183,6 +209,66 @@ class Emulator:
         if self.node is not None:  # a narrowed port or a deleted connection ends its sessions
             self.node.enforce_access()
         return result
+
+    # -- alerts (msa500_emu.alerting) -------------------------------------------------
+    def alert_status(self) -> dict[str, Any]:
+        return self.alerting.show()
+
+    def set_alerts(self, snmp: str | None = None, community: str | None = None, syslog: str | None = None,
+                   webhook: str | None = None) -> dict[str, Any]:
+        try:
+            return self.alerting.set(snmp, community, syslog, webhook)
+        except AlertSettingsError as exc:
+            raise CommandError(str(exc)) from None
+
+    # -- path faults and command errors (iscsi/path_faults.py, firmware_model/scsi/injection.py) --
+    def _wire_faults(self) -> None:
+        ctl, node = self._ctl(), self.node
+        assert node is not None
+        self.port_faults = PathFaults(node, self.portals, lambda code, text: self._ctl().log.emit(code, text),
+                                      self._schedule, lambda: self._ctl().powered, alua=ctl.set_port_alua)
+        ctl.target.injections.notify = lambda inj, req, times: self._ctl().log.emit(
+            EventCode.INJECTION_FIRED, firing_text(inj, req, times), lun=inj.lun)
+
+    def _schedule(self, work: Any) -> None:
+        self._pending[:] = [t for t in self._pending if not t.done()]
+        self._pending.append(asyncio.get_running_loop().create_task(work))
+
+    def _path_faults(self) -> PathFaults:
+        if self.port_faults is None:
+            raise CommandError("the iSCSI ports are not running")
+        return self.port_faults
+
+    def fault_port(self, port: int, action: str, initiator: str | None = None, **kw: Any) -> dict[str, Any]:
+        return self._path_faults().fault_port(port, action, initiator, **kw)  # kw: ms (delay), seconds (flap)
+
+    def fault_session(self, initiator: str, action: str) -> dict[str, Any]:
+        return self._path_faults().fault_session(initiator, action)
+
+    def path_faults(self) -> list[dict[str, Any]]:
+        return self._path_faults().rows()
+
+    def inject(self, lun: int, op: str, error: str, lba_first: int | None = None, lba_last: int | None = None,
+               count: int | None = None, always: bool | None = None, initiator: str | None = None,
+               port: int | None = None, sense: str | None = None, delay_ms: float | None = None) -> dict[str, object]:
+        try:
+            return self._ctl().target.injections.add(
+                lun, op, error, lba_first=lba_first, lba_last=lba_last, count=None if always else count or 1,
+                initiator=initiator, port=port, sense=sense, delay_ms=delay_ms).row()
+        except InjectionError as exc:
+            raise CommandError(str(exc)) from None
+
+    def injections(self) -> list[dict[str, object]]:
+        return self._ctl().target.injections.rows()
+
+    def delete_injection(self, id: int) -> dict[str, object]:
+        try:
+            return self._ctl().target.injections.delete(id).row()
+        except InjectionError as exc:
+            raise CommandError(str(exc)) from None
+
+    def clear_injections(self) -> dict[str, int]:
+        return {"deleted": self._ctl().target.injections.clear()}
 
     # -- shelf power (fault injection) ---------------------------------------------------
     def power_off(self, duration: float | None = None) -> dict[str, Any]:
@@ -229,7 +315,8 @@ class Emulator:
 
     async def _listen_again(self) -> None:
         for portal in self.portals:
-            await portal.start()
+            if self.port_faults is None or not self.port_faults.keeps_down(portal.info.port):
+                await portal.start()
 
     async def settle(self) -> None:
         """Wait for work a command started (listeners coming back after power-on)."""
@@ -246,6 +333,8 @@ class Emulator:
             except asyncio.CancelledError:
                 pass
             self._ticker = None
+        if self.port_faults is not None:
+            self.port_faults.close()  # no flap opens a listener while the portals stop
         for portal in self.portals:
             await portal.stop()
         self.portals.clear()
@@ -256,6 +345,7 @@ class Emulator:
         if self.shelf is not None:
             self.left_behind = self._close_shelf(self.shelf)
             self.shelf = None
+        await self.alerting.stop()
         self._lock.release()
 
     @staticmethod
@@ -296,6 +386,7 @@ class Emulator:
         assert self.shelf is not None and self.node is not None
         g: dict[str, Any] = dict(self.shelf.describe())
         g["uptime_s"] = round(time.monotonic() - self.started_at, 3)
+        g["powered_off_at"] = self.powered_off_at()
         g["portals"] = [
             {
                 "port": p.info.port,
@@ -325,6 +416,8 @@ class Emulator:
         host = _host(first.host)
         lines += [
             f"  management API: http://{_host(self.settings.api.host)}:{self.api_port}/api/health",
+            f"  front panel: http://{_host(self.settings.api.host)}:{self.api_port}/"
+            + (f"?token={self.api_auth.token}" if self.api_auth.token is not None else ""),
             f"  API token: {self.api_auth.path} (send 'Authorization: Bearer <token>'; ctl finds it)"
             if self.api_auth.token is not None else "  API token: none (--no-api-auth: the API is open)",
             "attach:",

@@ -358,6 +358,7 @@ class Accelerator:
         self.powered = True
         self.data_lost = {}
         c.target.power_on()  # every nexus seen next gets POWER ON (29/00)
+        c.pr_store.power_on()  # registrations come back only where APTPL was on
         c.rso.restart()  # heartbeat deadlines count from power on
         for ld in c.lds.values():
             if ld.unit is not None:

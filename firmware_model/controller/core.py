@@ -39,11 +39,13 @@ from ..scsi.units import ControllerUnit
 from ..write_journal import IntentLog, MemberJournal
 from .accelerator import Accelerator
 from .access import Access, AclView, ConnectionView, PortAccessView
+from .alua_link import AluaLink
 from .background import Background
 from .drive_events import DriveEvents
 from .expansion import Expansion
 from .faults import Faults
 from .nvram import Nvram
+from .pr_store import PrStore
 from .provisioning import Provisioning
 from .records import ArrayRt, LogicalDrive
 from .rso_link import RsoLink
@@ -92,6 +94,8 @@ class Controller:
         self.faults = Faults(self)
         self.accel = Accelerator(self)
         self.rso_link = RsoLink(self)
+        self.alua_link = AluaLink(self)
+        self.pr_store = PrStore(self)
         self.views = Views(self)
         self.access = Access(self)
         self.enclosure.on_remap = self.drive_events.media_remapped
@@ -100,6 +104,7 @@ class Controller:
         self.rso = Rso(self.clock, on_event=self.rso_link.event, on_change=self.rso_link.changed)
         self.rso.load((nvram or {}).get("rso"))
         self.access.load((nvram or {}).get("access"))
+        self.pr_store.load()  # APTPL reservations, restored as each logical drive attaches
         self.accel.open(nvram)
         self.intents = IntentLog(self.state_dir)
         self.member_journal = MemberJournal(self.state_dir)
@@ -115,6 +120,7 @@ class Controller:
             port_names={p: f"{target_name},t,0x{p:04x}" for p in range(1, PORT_COUNT + 1)},
         )
         self.target = ScsiTarget(self.identity, self.clock)
+        self.alua_link.load((nvram or {}).get("alua"))
         lun0 = ControllerUnit(serial, product=self.identity.product)
         register_rso_commands(lun0, self.rso, host_event=self.rso_link.event)
         self.target.add_lun(0, lun0)
@@ -135,8 +141,8 @@ class Controller:
         """When `advance` next has work to do (None: nothing pending): the soonest of the rooms'."""
         if self.closed or not self.accel.powered:
             return None
-        due = [d for d in (self.background.next_deadline(), self.accel.next_deadline(), self.rso.next_deadline())
-               if d is not None]
+        due = [d for d in (self.background.next_deadline(), self.accel.next_deadline(), self.rso.next_deadline(),
+                           self.target.alua_deadline()) if d is not None]
         return min(due) if due else None
 
     def advance(self, now: float) -> None:
@@ -144,6 +150,7 @@ class Controller:
         if self.closed or not self.accel.powered:
             return
         self.rso.advance(now)
+        self.target.advance_alua(now)  # transitioning ports reach their new state
         self.accel.advance(now)
         self.background.advance(now)
 
@@ -175,6 +182,7 @@ class Controller:
     def delete_unit(self, lun: int) -> None:
         self.provisioning.delete_unit(lun)
         self.access.unit_deleted(lun)
+        self.pr_store.forget(lun)
 
     def add_spare(self, lun: int, bays: list[int]) -> None:
         self.provisioning.add_spare(lun, bays)
@@ -267,6 +275,16 @@ class Controller:
 
     def rso_restore(self) -> dict[str, Any]:
         return self.rso_link.restore()
+
+    # ============================================================ ALUA (target port groups)
+    def alua_status(self) -> dict[str, Any]:
+        return self.alua_link.status()
+
+    def set_alua(self, transition_ms: float) -> dict[str, Any]:
+        return self.alua_link.set_transition(transition_ms)
+
+    def set_port_alua(self, port: int, state: str) -> dict[str, Any]:
+        return self.alua_link.set_port(port, state)
 
     # ============================================================ lifecycle
     def flush(self) -> None:

@@ -95,6 +95,7 @@ class Nvram:
             **c.accel.to_dict(),  # "cache", "battery"
             "rso": c.rso.to_dict(),
             "access": c.access.to_dict(),
+            "alua": c.alua_link.to_dict(),
         }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")

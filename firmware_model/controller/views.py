@@ -71,6 +71,9 @@ class DiskView(TypedDict):
     media_errors: NotRequired[list[MediaErrorView]]
     latency_ms: NotRequired[float]
     rebuild_percent: NotRequired[int | None]
+    io_reads: NotRequired[int]  # since the emulator started: the front panel's activity LED
+    io_writes: NotRequired[int]
+    io_bytes: NotRequired[int]
 
 
 class UnitView(TypedDict):
@@ -218,6 +221,9 @@ class Views:
                 "rebuild_percent": (min(99, d.rebuilt_to * 100 // max(1, c.volumes.array_end(array)))
                                     if role == "member" and array and d.member_state is MemberState.REBUILDING
                                     else None),
+                "io_reads": d.io_reads,
+                "io_writes": d.io_writes,
+                "io_bytes": d.io_bytes,
             })
         return out
 

@@ -82,6 +82,7 @@ class Volumes:
         if not c.cache.write_back:
             ld.unit.mode.set_write_cache_available(False)
         c.target.add_lun(ld.cfg.lun, ld.unit)
+        c.pr_store.attach(ld.unit)  # its APTPL reservations, and a watch that keeps them
 
     # ------------------------------------------------------------------ where things are
     def extents(self, arr: ArrayRt) -> list[LogicalDrive]:

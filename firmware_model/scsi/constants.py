@@ -131,6 +131,7 @@ class AluaState(IntEnum):
     ACTIVE_NON_OPTIMIZED = 0x1
     STANDBY = 0x2
     UNAVAILABLE = 0x3
+    OFFLINE = 0xE
     TRANSITIONING = 0xF
 
 

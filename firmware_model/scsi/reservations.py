@@ -17,6 +17,7 @@ handlers for those opcodes; the owner persists `to_dict()` when `on_change` fire
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -183,7 +184,20 @@ class Reservations(PrState):
     # ----------------------------------------------------------------- PR OUT
 
     def persistent_reserve_out(self, nexus: Nexus, cdb: bytes, data: bytes) -> None:
-        """PERSISTENT RESERVE OUT (0x5F). Raises ScsiError or ReservationConflict on failure."""
+        """PERSISTENT RESERVE OUT (0x5F). Raises ScsiError or ReservationConflict on failure.
+
+        A change the owner could not keep (on_change raised OSError: the APTPL file) is undone, so
+        the command that fails with it changes nothing."""
+        before = (self.generation, self.aptpl, copy.deepcopy(self.registrations), copy.deepcopy(self.reservation),
+                  list(self._uas))
+        try:
+            self._persistent_reserve_out(nexus, cdb, data)
+        except OSError:
+            self.generation, self.aptpl, self.registrations, self.reservation, self._uas = before
+            self.last_preempted, self.last_abort = [], []
+            raise
+
+    def _persistent_reserve_out(self, nexus: Nexus, cdb: bytes, data: bytes) -> None:
         self.last_preempted = []
         self.last_abort = []
         layout = PersistentReserveOut

@@ -13,10 +13,13 @@ import logging
 from collections.abc import Callable
 
 from firmware_model.clock import Clock
+from firmware_model.scsi.alua import PortGroups
 from firmware_model.scsi.constants import AluaState, Asc, SenseKey
 from firmware_model.scsi.errors import ScsiError, illegal, internal_target_failure, invalid_opcode, scsi_error
 from firmware_model.scsi.identity import TargetIdentity
+from firmware_model.scsi.injection import Injections
 from firmware_model.scsi.sense import build_sense, sense_for
+from firmware_model.scsi.stats import TargetStats
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
 from firmware_model.scsi.units import LogicalUnit, NoUnit
 
@@ -30,6 +33,7 @@ _RESET_CLASS = Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET >> 8
 _GATE_SENSE: dict[int, Asc] = {
     AluaState.STANDBY: Asc.NOT_ACCESSIBLE_TARGET_PORT_IN_STANDBY,
     AluaState.UNAVAILABLE: Asc.NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE,
+    AluaState.OFFLINE: Asc.NOT_ACCESSIBLE_TARGET_PORT_UNAVAILABLE,  # what reaches an offline port anyway
     AluaState.TRANSITIONING: Asc.NOT_ACCESSIBLE_ASYMMETRIC_TRANSITION,
 }
 
@@ -48,16 +52,17 @@ class ScsiTarget:
         self._nounit = NoUnit()
         self._nounit.attach(self, -1)
         self._logged: set[tuple[str, int]] = set()
-        # ALUA: one target port group per port. `_gate` holds the state and NOT READY answer of
-        # each port whose logical drives are not accessible; it is empty (one falsy check) when all are.
-        self._port_state: dict[int, int] = {p: AluaState.ACTIVE_OPTIMIZED for p in (1, 2)}
-        self._implicit: set[int] = set()  # ports whose state an implicit change set
+        # ALUA: one target port group per port (alua.py). `_gate` holds the state and NOT READY answer
+        # of each port whose logical drives are not accessible; it is empty (one falsy check) when all are.
+        self.alua = PortGroups((1, 2))
         self._gate: dict[int, tuple[int, ScsiError]] = {}
         # Told of every nexus the target starts or stops knowing (RSO's restore rule).
         self.nexus_observer: Callable[[Nexus, bool], None] | None = None
         # Selective Storage Presentation: whether a nexus sees a logical drive; None (one check
         # on the hot path) while every host sees every unit. LUN 0 is never asked about.
         self.visibility: Callable[[Nexus, int], bool] | None = None
+        self.stats = TargetStats()  # per-LUN and per-port command counters (/metrics reads them)
+        self.injections = Injections(clock)  # INJECT UNIT: per-command errors (memory only)
 
     # ------------------------------------------------------------ LUN map
     def add_lun(self, lun: int, unit: LogicalUnit) -> None:
@@ -68,10 +73,12 @@ class ScsiTarget:
         unit.attach(self, lun)
         self._attach_reservations(unit)
         self.luns[lun] = unit
+        self.stats.add_lun(lun)
         self._luns_changed(lun)
 
     def remove_lun(self, lun: int) -> None:
         self.luns.pop(lun)
+        self.stats.remove_lun(lun)
         for key in [k for k in self._ua if k[1] == lun]:
             del self._ua[key]
         self._luns_changed(lun)
@@ -153,36 +160,46 @@ class ScsiTarget:
     # ---------------------------------------------------------------- ALUA
     def port_states(self) -> dict[int, int]:
         """Asymmetric access state of each port's target port group (group id = port)."""
-        return dict(self._port_state)
+        return dict(self.alua.shown)
 
     def alua_changed(self, port: int) -> bool:
-        return port in self._implicit
+        return port in self.alua.implicit
+
+    def implicit_transition_time(self) -> int:
+        return self.alua.transition_seconds
 
     def gate_error(self, port: int) -> ScsiError | None:
         gate = self._gate.get(port)
         return gate[1] if gate is not None else None
 
     def set_port_states(self, states: dict[int, int]) -> list[int]:
-        """Switch ports' access states at once for every logical drive; returns the ports changed.
+        """The owner's (RSO's) states for the ports, applied to every logical drive at once;
+        returns the ports whose reported state changed."""
+        self.alua.base.update(states)
+        return self._alua_applied(self.alua.update(self.clock.now()))
 
-        The nexuses of a port that becomes active get 2A/06 (ASYMMETRIC ACCESS STATE CHANGED)
-        on every logical drive; a port that loses access just answers NOT READY from its next command.
-        """
-        changed = [p for p, st in states.items() if self._port_state.get(p) != st]
-        if not changed:
-            return []
-        for p in changed:
-            self._port_state[p] = states[p]
-            self._implicit.add(p)
-        gate: dict[int, tuple[int, ScsiError]] = {}
-        for p, st in self._port_state.items():
-            code = _GATE_SENSE.get(st)
-            if code is not None:
-                gate[p] = (st, scsi_error(SenseKey.NOT_READY, code))
-        self._gate = gate
-        woke = {p for p in changed if states[p] in (AluaState.ACTIVE_OPTIMIZED, AluaState.ACTIVE_NON_OPTIMIZED)}
-        for n in self._nexuses:
-            if n.port in woke:
+    def set_port_fault(self, port: int, state: int | None) -> list[int]:
+        """A port fault imposes `state` (unavailable, offline) on a port; None lifts it."""
+        if state is None:
+            self.alua.fault.pop(port, None)
+        else:
+            self.alua.fault[port] = state
+        return self._alua_applied(self.alua.update(self.clock.now()))
+
+    def alua_deadline(self) -> float | None:
+        return self.alua.next_deadline()
+
+    def advance_alua(self, now: float) -> list[int]:
+        """End the transitions due by `now` (the controller's clock)."""
+        return self._alua_applied(self.alua.advance(now))
+
+    def _alua_applied(self, changed: list[int]) -> list[int]:
+        """Rebuild the gate; a change is ASYMMETRIC ACCESS STATE CHANGED (2A/06) for every I_T
+        nexus, on both ports, of every logical drive (SPC-4 5.15.2.6, implicit transitions)."""
+        self._gate = {p: (st, scsi_error(SenseKey.NOT_READY, _GATE_SENSE[st]))
+                      for p, st in self.alua.inaccessible().items() if st in _GATE_SENSE}
+        if changed:
+            for n in self._nexuses:
                 for lun in self.luns:
                     if lun:  # LUN 0 answers on every port whatever the state
                         self._queue_ua(n, lun, Asc.ASYMMETRIC_ACCESS_STATE_CHANGED)
@@ -203,6 +220,11 @@ class ScsiTarget:
 
     # ------------------------------------------------------------ execute
     def execute(self, req: ScsiRequest) -> ScsiResult:
+        result = self._execute(req)
+        self.stats.record(req, result)  # once per command, whatever the answer
+        return result
+
+    def _execute(self, req: ScsiRequest) -> ScsiResult:
         unit = self.luns.get(req.lun) or self._nounit
         if self.visibility is not None and req.lun and not self.visibility(req.nexus, req.lun):
             unit = self._nounit  # a unit this host is not presented: as if there were none
@@ -229,6 +251,10 @@ class ScsiTarget:
                 gate = self._gate.get(nexus.port)
                 if gate is not None and (entry is None or gate[0] not in entry.alua):
                     raise gate[1]
+            if self.injections.active and req.lun and unit.present:
+                injected = self.injections.answer(req, unit.d_sense, lambda: unit.dispatch(req, entry))
+                if injected is not None:
+                    return injected
             return unit.dispatch(req, entry)
         except ScsiError as err:
             return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))

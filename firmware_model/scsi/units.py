@@ -12,6 +12,7 @@ from collections.abc import Collection
 from typing import Protocol
 
 from firmware_model.lun_address import encode_lun
+from firmware_model.scsi.alua import rtpg_data
 from firmware_model.scsi.catalog import (
     COMMANDS,
     Inquiry,
@@ -80,6 +81,7 @@ class TargetLike(Protocol):
     def lun_list(self, nexus: Nexus | None = None) -> list[int]: ...
     def port_states(self) -> dict[int, int]: ...
     def alua_changed(self, port: int) -> bool: ...
+    def implicit_transition_time(self) -> int: ...
     def gate_error(self, port: int) -> ScsiError | None: ...
     def pop_unit_attention(self, nexus: Nexus, lun: int) -> int | None: ...
     def clear_unit_attention(self, nexus: Nexus, lun: int, code: int) -> None: ...
@@ -354,19 +356,10 @@ class LogicalUnit:
         if fmt not in (0, 1):
             raise ReportTargetPortGroups.format.invalid()
         alloc = ReportTargetPortGroups.alloc(cdb)
-        states = self.target.port_states() if self.target else {1: 0, 2: 0}
-        body = bytearray()
-        for port in sorted(states):
-            state = states[port]
-            # PREF=0; supported: active/optimized, standby, unavailable (AO_SUP, S_SUP, U_SUP)
-            body += bytes((state & 0x0F, 0x01 | 0x04 | 0x08)) + port.to_bytes(2, "big")
-            body += bytes((0, 0x02 if self.target and self.target.alua_changed(port) else 0, 0, 1))
-            body += bytes(2) + port.to_bytes(2, "big")
-        if fmt == 1:
-            # Extended header: format 001b, implicit transition time 0 (immediate).
-            data = (len(body) + 4).to_bytes(4, "big") + bytes((0x10, 0, 0, 0)) + bytes(body)
-        else:
-            data = len(body).to_bytes(4, "big") + bytes(body)
+        target = self.target
+        states = target.port_states() if target else {1: 0, 2: 0}
+        implicit = {p for p in states if target and target.alua_changed(p)}
+        data = rtpg_data(states, implicit, fmt == 1, target.implicit_transition_time() if target else 0)
         return ScsiResult(GOOD, data[:alloc])
 
     # ------------------------------------------ REPORT SUPPORTED OPERATION CODES

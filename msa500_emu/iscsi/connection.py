@@ -15,9 +15,11 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 
 from firmware_model.lun_address import decode_lun
 from firmware_model.scsi.constants import Asc, SenseKey
+from firmware_model.scsi.injection import HeldResult
 from firmware_model.scsi.sense import fixed_sense
 from firmware_model.scsi.types import DataDirection, ScsiRequest, Status
 
@@ -65,6 +67,7 @@ class Task:
     r2t_sn: int = 0
     outstanding: dict[int, list[int]] = field(default_factory=dict)  # TTT -> [offset, length, got, datasn]
     unsolicited_datasn: int = 0
+    started: int = 0  # perf_counter_ns() at the command PDU: latency is what the host sees
 
 
 class Connection(ResponseWriter):
@@ -87,6 +90,8 @@ class Connection(ResponseWriter):
         self.tasks: dict[int, Task] = {}
         self.held: dict[int, Pdu] = {}  # out-of-order commands by CmdSN
         self.skip_sns: set[int] = set()  # CmdSNs aborted before their command arrived
+        # Commands an injected TIMEOUT holds unanswered (ITT -> LUN), until ABORT TASK, a reset or the end.
+        self.stalled: dict[int, int] = {}
         # Responses held back by injected latency: (due, order, send). StatSN is assigned
         # when a response is built, so held responses never disturb StatSN order.
         self.deferred: list[tuple[float, int, Callable[[], None]]] = []
@@ -150,7 +155,7 @@ class Connection(ResponseWriter):
     @property
     def busy(self) -> int:
         """Commands received but not finished: waiting for data-out, or for their response."""
-        return len(self.tasks) + len(self.deferred)
+        return len(self.tasks) + len(self.deferred) + len(self.stalled)
 
     def connection_lost(self) -> None:
         self.repeats.flush()
@@ -159,6 +164,7 @@ class Connection(ResponseWriter):
         self.closed = True
         s = self.session
         self.tasks.clear()
+        self.stalled.clear()
         if s is not None and s.connection is self:
             s.connection = None
             self.node.end_session(s, self.close_reason or "connection closed by initiator")
@@ -169,6 +175,7 @@ class Connection(ResponseWriter):
             self.close_reason = reason
             self.close_after_flush = True
             self.tasks.clear()
+            self.stalled.clear()
             self.wakeup()
 
     def next_deadline(self) -> float:
@@ -279,6 +286,9 @@ class Connection(ResponseWriter):
         login = self.login
         assert login is not None
         result = login.handle(pdu, self.stat_sn)
+        if result.silent:  # a path fault: the transport is closed, nothing is answered
+            self.end("login dropped")
+            return
         self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
         self.out.extend(encode(result.bhs, result.data))
         if result.failed:
@@ -351,7 +361,7 @@ class Connection(ResponseWriter):
         if itt == RESERVED_TAG:
             self.reject(pdu, RejectReason.INVALID_PDU_FIELD, "SCSI command with reserved ITT")
             return
-        if itt in self.tasks:
+        if itt in self.tasks or itt in self.stalled:
             self.reject(pdu, RejectReason.TASK_IN_PROGRESS, f"ITT 0x{itt:08x} already in use")
             return
         edtl = u32(bhs, 20)
@@ -380,8 +390,9 @@ class Connection(ResponseWriter):
                                  "(%d commands in progress)", lun, self.busy)
             self._respond(itt, edtl, Status.TASK_SET_FULL, b"", b"", direction, 0)
             return
+        started = perf_counter_ns()
         if not write or edtl == 0:
-            self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, b"")
+            self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, b"", started)
             return
         if len(data) > edtl or len(data) > p.first_burst_length:
             self.reject(pdu, RejectReason.PROTOCOL_ERROR, "immediate data beyond EDTL/FirstBurstLength")
@@ -393,9 +404,9 @@ class Connection(ResponseWriter):
             self._respond(itt, edtl, refusal.status, refusal.sense, b"", direction, 0)
             return
         if len(data) == edtl:
-            self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, data)
+            self._run(itt, lun, cdb, bhs, edtl, direction, flags & 7, data, started)
             return
-        task = Task(itt, lun, cdb, bhs, edtl, direction, flags & 7, bytearray(data))
+        task = Task(itt, lun, cdb, bhs, edtl, direction, flags & 7, bytearray(data), started=started)
         task.received = len(data)
         if flags & 0x80 or p.initial_r2t:  # F: no unsolicited Data-Out follows
             task.unsolicited_end = len(data)
@@ -492,7 +503,7 @@ class Connection(ResponseWriter):
         if task.received >= task.edtl and not task.outstanding and task.next_r2t_offset >= task.edtl:
             self._drop_task(task.itt)
             self._run(task.itt, task.lun, task.cdb, task.cmd_pdu_bhs, task.edtl, task.direction,
-                      task.attr, task.buf)
+                      task.attr, task.buf, task.started)
         elif ttt != RESERVED_TAG:
             self._issue_r2ts(task)
 
@@ -519,20 +530,30 @@ class Connection(ResponseWriter):
                 self._respond(task.itt, task.edtl, Status.CHECK_CONDITION, _CRC_ERROR_SENSE, b"", task.direction)
 
     def _run(self, itt: int, lun: int, cdb: bytes, bhs: bytes, edtl: int, direction: DataDirection,
-             attr: int, data: bytes | bytearray | memoryview) -> None:
+             attr: int, data: bytes | bytearray | memoryview, started: int) -> None:
         s = self.session
         assert s is not None
         req = ScsiRequest(s.nexus, lun, cdb, data, edtl, direction, attr)
         result = self.node.scsi.execute(req)
         wanted = req.spdtl if direction == DataDirection.WRITE else None
         delay = self.node.lun_delay.get(lun) if self.node.lun_delay else None
+        if isinstance(result, HeldResult):  # an injected TIMEOUT (never answered) or DELAY
+            if result.hold_s is None:
+                self.stalled[itt] = lun
+                return
+            delay = max(delay or 0.0, result.hold_s)
+        stats = self.node.stats
         if delay:
             def send() -> None:
                 self._respond(itt, edtl, result.status, result.sense, result.data, direction, wanted)
+                if stats is not None:
+                    stats.observe(lun, perf_counter_ns() - started)
 
             heapq.heappush(self.deferred, (self._now() + delay, next(self._order), send))
             return
         self._respond(itt, edtl, result.status, result.sense, result.data, direction, wanted)
+        if stats is not None:
+            stats.observe(lun, perf_counter_ns() - started)
 
     # -- asked by task management and the node ----------------------------------------
     def abort_task(self, itt: int, ref_cmd_sn: int) -> bool:
@@ -546,6 +567,8 @@ class Connection(ResponseWriter):
         assert s is not None
         if itt in self.tasks:
             self._drop_task(itt)
+        elif itt in self.stalled:
+            del self.stalled[itt]
         elif itt in {p.itt for p in self.held.values()}:
             self.held = {k: v for k, v in self.held.items() if v.itt != itt}
             self.skip_sns.add(ref_cmd_sn)
@@ -558,9 +581,12 @@ class Connection(ResponseWriter):
     def clear_tasks(self) -> None:
         """Forget every task (target reset) without soliciting more data-out."""
         self.tasks.clear()
+        self.stalled.clear()
 
     def abort_tasks(self, lun: int | None) -> None:
         """Forget the tasks of `lun` (None: all), every one of them before any other gets an R2T."""
         for itt in [t.itt for t in self.tasks.values() if lun is None or t.lun == lun]:
             del self.tasks[itt]
+        for itt in [i for i, at in self.stalled.items() if lun is None or at == lun]:
+            del self.stalled[itt]
         self._resume_starved()

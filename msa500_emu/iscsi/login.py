@@ -26,10 +26,13 @@ LOGIN_MAX_DATA = 8192
 
 
 class LoginFailed(Exception):
-    def __init__(self, status: LoginStatus, why: str) -> None:
+    """`silent`: no answer at all, the connection is just closed (a path fault)."""
+
+    def __init__(self, status: LoginStatus, why: str, silent: bool = False) -> None:
         super().__init__(why)
         self.status = status
         self.why = why
+        self.silent = silent
 
 
 @dataclass
@@ -41,6 +44,7 @@ class LoginResult:
     failed: bool = False
     complete: bool = False
     session: Session | None = None
+    silent: bool = False  # failed with no answer: close the connection only
 
 
 @dataclass
@@ -71,6 +75,9 @@ class LoginState:
         try:
             return self._handle(pdu)
         except LoginFailed as exc:
+            if exc.silent:
+                log.warning("login from %s on port %d dropped: %s", self.initiator or "?", self.portal.port, exc.why)
+                return LoginResult(bytearray(), b"", failed=True, silent=True)
             return LoginResult(self.refuse(pdu, stat_sn, exc.status, exc.why), b"", failed=True)
 
     def refuse(self, pdu: Pdu, stat_sn: int, status: LoginStatus, why: str) -> bytearray:
@@ -165,6 +172,12 @@ class LoginState:
             if existing is None or existing.tsih != self.tsih:
                 raise LoginFailed(LoginStatus.SESSION_DOES_NOT_EXIST, f"no session with TSIH {self.tsih}")
             self.existing = existing
+        gate = self.node.login_gate
+        verdict = gate(self.initiator, self.isid, self.portal.port) if gate is not None else None
+        if verdict is not None:
+            status, why = verdict
+            raise LoginFailed(LoginStatus(status) if status is not None else LoginStatus.TARGET_ERROR, why,
+                              silent=status is None)
         if not self.discovery:
             reply.append(("TargetPortalGroupTag", str(self.portal.tpgt)))
             if self.node.config.alias:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from firmware_model.scsi.stats import TargetStats
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult
 
 from .chap import ChapConfig, RecentChallenges
@@ -45,6 +46,14 @@ class LoginAccess(Protocol):
     its host connections refuses other initiators' logins and lists them no targets."""
 
     def may_login(self, initiator_iqn: str, port: int) -> bool: ...
+
+
+class LoginGate(Protocol):
+    """Asked at each login once the initiator's name is known (path faults,
+    msa500_emu.iscsi.path_faults): None lets it go on; (None, why) closes the connection without
+    an answer; (status, why) refuses it with that login status (an int of LoginStatus)."""
+
+    def __call__(self, initiator: str, isid: bytes, port: int) -> tuple[int | None, str] | None: ...
 
 
 class SessionConnection(Protocol):
@@ -161,6 +170,11 @@ class TargetNode:
         self.lun_delay: dict[int, float] = {}
         # Host connections (None: anyone may log in anywhere). Set by the process.
         self.access: LoginAccess | None = None
+        # Path faults refusing or dropping some logins (None: none). Set by the process.
+        self.login_gate: LoginGate | None = None
+        # Where connections observe each command's latency (the firmware's counters; None for
+        # an executor that keeps none).
+        self.stats: TargetStats | None = getattr(scsi, "stats", None)
 
     def may_login(self, initiator: str, port: int) -> bool:
         return self.access is None or self.access.may_login(initiator, port)

@@ -9,6 +9,7 @@ import time
 
 from .connection import OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER, Connection
 from .node import PortalInfo, TargetNode
+from .path_faults import ConnHold, PortState, hold_input, hold_output, hold_timer
 from .repeat_log import RepeatLog
 
 log = logging.getLogger("msa500_emu.iscsi")
@@ -43,6 +44,7 @@ class PortalProtocol(asyncio.Protocol):
         self._pump_pending = False
         self._reading_paused = False
         self._unlogged_from: str | None = None  # counted in owner.unlogged until login completes
+        self.fault: ConnHold | None = None  # what a path fault holds back (path_faults.py)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -78,6 +80,8 @@ class PortalProtocol(asyncio.Protocol):
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self.owner.faults.any and hold_input(self, data):
+            return
         conn = self.conn
         conn.receive(data)
         if self._unlogged_from is not None and conn.login is None:
@@ -145,6 +149,8 @@ class PortalProtocol(asyncio.Protocol):
         t = self.transport
         if t is None:
             return
+        if (self.owner.faults.any or self.fault is not None) and hold_output(self):
+            return
         out = self.conn.take_output()
         if out:
             t.writelines(out)
@@ -157,6 +163,8 @@ class PortalProtocol(asyncio.Protocol):
         self.timer = self.loop.call_at(self.conn.next_deadline(), self._on_timer)
 
     def _on_timer(self) -> None:
+        if self.owner.faults.any and hold_timer(self):
+            return
         conn = self.conn
         conn.on_timer(self.loop.time())
         if conn.close_after_flush and conn.login is not None and conn.close_reason == "login timeout":
@@ -191,6 +199,7 @@ class Portal:
         self.refused = 0  # connections closed at accept (over a limit)
         self.repeats = RepeatLog(time.monotonic)
         self.repeats.where = f" on port {portal.port}"
+        self.faults = PortState()  # FAULT PORTn ...: set by path_faults.PathFaults
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from ..management.render import pairs, value
-from . import guest
+from . import cluster, guest, markers, timeline_html
 from .qmp import QmpError
 from .rso_lab import DEFAULT_SERVICE_PORT, DEFAULT_TIMEOUT, Lab, LabError, alive, format_mark
 from .supervisor import Supervisor
@@ -23,6 +23,8 @@ HELP = """commands:
   up [-d]            start the emulator (or --api: use a running one), install the OS image on LUN 1,
                      boot the primary VM (port 1) and the recovery VM's pre-boot monitor (port 2);
                      without -d it stays in the foreground printing the timeline (Ctrl-C: lab down)
+  up --layout cluster  two Linux nodes instead (node A port 1, node B port 2, multipath, fence_scsi,
+                     sbd; see docs/cluster-lab.md); --port1/--port2/--api-port fix the emulator's ports
   status             VMs, RSO state, who answers on the service address
   timeline           everything that happened, with times
   kill-primary       hard stop: the primary's VM process is killed (power cut)
@@ -47,6 +49,13 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--service-port", type=int, default=DEFAULT_SERVICE_PORT,
                     help=f"the service address 127.0.0.1:PORT (default {DEFAULT_SERVICE_PORT})")
     up.add_argument("--cache", type=Path, help="guest image cache (default ~/.cache/msa500-emu/lab)")
+    up.add_argument("--layout", choices=("rso", "cluster"), default="rso",
+                    help="rso: the RSO pair (default); cluster: two nodes with the HA tools")
+    for opt, what in (("--port1", "iSCSI port 1"), ("--port2", "iSCSI port 2"), ("--api-port", "management API")):
+        up.add_argument(opt, type=int, default=0, metavar="PORT",
+                        help=f"cluster layout: the started emulator's {what} on 127.0.0.1:PORT (default: a free one)")
+    up.add_argument("--script", type=Path, help="cluster layout: a shell script each node runs (default: stay up)")
+    up.add_argument("--single-path", action="store_true", help="cluster layout: each node on its own port only")
     for name, text in (("status", "show the lab"), ("timeline", "print the timeline"),
                        ("kill-primary", "kill the primary VM"), ("hang-primary", "stop the primary's agent"),
                        ("wake-primary", "resume the primary's agent"), ("nic-down-primary", "primary link down"),
@@ -55,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         if name == "status":
             s.add_argument("--json", action="store_true")
+        if name == "timeline":
+            s.add_argument("--html", type=Path, metavar="FILE",
+                           help="write the run as swim lanes to FILE (self-contained HTML with SVG)")
     r = sub.add_parser("restore", help="manual restore")
     r.add_argument("--cache", type=Path)
     return p
@@ -70,7 +82,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _up_cluster(lab: Lab, args: argparse.Namespace) -> int:
+    try:
+        st = cluster.up(lab, api=args.api, port1=args.port1, port2=args.port2, api_port=args.api_port,
+                        cache=args.cache, script=args.script, multipath=not args.single_path)
+    except BaseException:
+        lab.reload()
+        with contextlib.suppress(Exception):
+            cluster.down(lab)
+            lab.down()
+        raise
+    d = f"--lab-dir {lab.dir}"
+    print("\n".join(pairs(cluster.status_lines(lab), indent="")))
+    print(f"try: msa500-emu ctl --api {st['api']} FAULT PORT1 DOWN | RSO ENABLE TIMEOUT=5 | RSO FAILOVER\n"
+          f"     msa500-emu lab {d} status | timeline | down")
+    return 0
+
+
 def _up(lab: Lab, args: argparse.Namespace) -> int:
+    if args.layout == "cluster":
+        return _up_cluster(lab, args)
+    if args.port1 or args.port2 or args.api_port or args.script or args.single_path:
+        raise LabError("--port1, --port2, --api-port, --script and --single-path belong to --layout cluster")
     try:
         lab.up(api=args.api, timeout=args.timeout, service_port=args.service_port, cache=args.cache)
     except BaseException:
@@ -79,7 +112,8 @@ def _up(lab: Lab, args: argparse.Namespace) -> int:
             lab.down()
         raise
     hint = (f"service: 127.0.0.1:{lab.state.service_port} (PUT key value / GET key / PING)\n"
-            f"try: msa500-emu lab kill-primary | hang-primary | nic-down-primary | f8 | restore | down")
+            f"try: msa500-emu lab --lab-dir {lab.dir} kill-primary | hang-primary | nic-down-primary | f8 | restore"
+            f" | down")
     if args.detach:
         log = open(lab.dir / "supervisor.log", "a")
         cmd = [sys.executable, "-m", "msa500_emu", "lab", "--lab-dir", str(lab.dir), "supervise"]
@@ -118,6 +152,9 @@ def _supervise(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def _status(lab: Lab, args: argparse.Namespace) -> int:
+    if cluster.load(lab) is not None:
+        print("\n".join(pairs([("lab directory", str(lab.dir)), *cluster.status_lines(lab)], indent="")))
+        return 0
     s = lab.state
     out: dict[str, object] = {"lab_dir": str(lab.dir), "api": s.api, "service": f"127.0.0.1:{s.service_port}",
                               "service_on": s.service_on, "supervisor": alive(s.supervisor_pid)}
@@ -172,12 +209,21 @@ def status_text(out: dict[str, Any]) -> str:
 
 def _timeline(lab: Lab, args: argparse.Namespace) -> int:
     recs = sorted(lab.timeline(), key=lambda r: float(r["t"]))
+    if getattr(args, "html", None) is not None:
+        try:
+            args.html.write_text(timeline_html.render(recs), encoding="utf-8")
+        except OSError as exc:
+            raise LabError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+        pic = timeline_html.facts(recs)
+        print(f"{args.html}: {len(pic.events)} events, {len(pic.failovers)} failover(s), "
+              f"{len(pic.outages)} outage(s)")
+        return 0
     t0 = float(recs[0]["t"]) if recs else None
     for rec in recs:
         print(format_mark(rec, t0))
     summary = lab.dir / "failover.txt"
-    if summary.exists():
-        print("the last failover:\n" + summary.read_text(), end="")
+    if summary.exists():  # the supervisor's summary quotes the fsck marker: in words here too
+        print("the last failover:\n" + "\n".join(markers.plain(x) for x in summary.read_text().splitlines()))
     return 0
 
 
@@ -212,6 +258,7 @@ def _restore(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def _down(lab: Lab, args: argparse.Namespace) -> int:
+    cluster.down(lab)
     lab.down()
     return 0
 

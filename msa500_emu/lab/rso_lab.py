@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..management.auth import TokenError, find_token
-from . import guest
+from . import guest, markers
 from .qmp import Qmp, QmpError
 
 ROLES = ("primary", "recovery")
@@ -459,8 +459,9 @@ class Lab:
 
 
 def format_mark(rec: dict[str, Any], t0: float | None) -> str:
+    """One timeline record for people: the guests' raw @@ markers in words (markers.plain)."""
     t = float(rec["t"])
     stamp = time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
     rel = f" {t - t0:+8.3f}s" if t0 is not None else ""
-    detail = " ".join(f"{k}={v}" for k, v in rec.items() if k not in ("t", "event"))
-    return f"{stamp}{rel}  {rec['event']}" + (f"  ({detail})" if detail else "")
+    detail = " ".join(f"{k}={markers.plain(str(v))}" for k, v in rec.items() if k not in ("t", "event"))
+    return f"{stamp}{rel}  {markers.plain(str(rec['event']))}" + (f"  ({detail})" if detail else "")

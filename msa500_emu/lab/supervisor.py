@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+from . import markers
 from .qmp import QmpError
 from .rso_lab import ROLES, Lab, LabError, VmState, alive, format_mark
 
@@ -166,7 +167,7 @@ class Supervisor:
                  else "failover timeline (t=0: forced failover)"]
         lines += [f"  {t - t0:8.3f} s  {name}" for name, t in rows if t is not None]
         if f.get("fsck"):
-            lines.append(f"            {f['fsck']}")
+            lines.append(f"            {markers.plain(f['fsck'])}")
         if outage:
             lines.append(f"  service unreachable for {outage:.2f} s (PING every {self.probe_interval:g} s)")
         elif outage is not None:

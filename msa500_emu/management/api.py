@@ -17,13 +17,17 @@ from typing import Any
 
 from aiohttp import web
 
+from . import metrics, panel, stream
 from .auth import ApiAuth, make_gate
 from .commands import Array, CommandError, run
+from .grammar import redact
 
 log = logging.getLogger("msa500_emu.api")
 
+COMMAND = web.RequestKey("command", str)  # the command line a POST carries, for the error log
 INTERNAL_STATUS = 503  # the emulator could not serve this request; it keeps serving the others
-GET_PATHS = ("/api/health", "/api/globals", "/api/disks", "/api/units", "/api/spares", "/api/events")
+GET_PATHS = ("/api/health", "/api/globals", "/api/disks", "/api/units", "/api/spares", "/api/events",
+             "/api/events/stream", "/metrics")
 
 
 def error(status: int, message: str) -> web.Response:
@@ -55,8 +59,8 @@ async def one_line_errors(request: web.Request,
             raise
         return _http_error(request, exc)
     except Exception as exc:
-        command = request.get("command")
-        what = f"command {command!r}" if command is not None else f"{request.method} {request.path}"
+        command = request.get(COMMAND)
+        what = f"command {redact(command)!r}" if command is not None else f"{request.method} {request.path}"
         log.exception("internal error answering %s", what)
         return error(INTERNAL_STATUS, f"internal error in the emulator answering {what}: "
                                       f"{type(exc).__name__}: {exc} (a bug; the server log has the traceback)")
@@ -93,11 +97,11 @@ def make_app(array: Array, health: Any, auth: ApiAuth | None = None) -> web.Appl
         line = body.get("command") if isinstance(body, dict) else None
         if not isinstance(line, str):
             return error(400, 'expected {"command": "..."}')
-        request["command"] = line
+        request[COMMAND] = line
         try:
             reply = run(array, line)
         except CommandError as exc:
-            log.info("command %r refused: %s", line, exc)
+            log.info("command %r refused: %s", redact(line), exc)
             return error(400, str(exc))
         settle = getattr(array, "settle", None)
         if settle is not None:
@@ -110,4 +114,7 @@ def make_app(array: Array, health: Any, auth: ApiAuth | None = None) -> web.Appl
         app.router.add_get(f"/api/{name}", view(name))
     app.router.add_get("/api/events", get_events)
     app.router.add_post("/api/command", post_command)
+    stream.add_routes(app, array)  # GET /api/events/stream (server-sent events)
+    panel.add_routes(app, auth if auth is not None else ApiAuth.disabled())  # GET /: the front panel
+    metrics.add_routes(app, array)  # GET /metrics (Prometheus text format)
     return app

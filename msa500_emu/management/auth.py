@@ -4,7 +4,8 @@ The token is made once (32 CSPRNG bytes, URL-safe) into `api.token` in the state
 `--api-token-file` / `[api] token_file`), mode 0600, and reused on later starts. The running server
 also records it, mode 0600, in the user's own state directory, keyed by the API's host and port
 (`$XDG_STATE_HOME/msa500-emu/tokens/<host>_<port>`), so `msa500-emu ctl` run by the same user needs
-no flag. Every request but `GET /api/health` carries `Authorization: Bearer <token>`.
+no flag. Every request but `GET /api/health` carries `Authorization: Bearer <token>`, or the front
+panel's cookie (HttpOnly, SameSite=Strict; set by `GET /?token=...`, panel.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ log = logging.getLogger("msa500_emu.api")
 TOKEN_FILE = "api.token"
 TOKEN_ENV = "MSA500_API_TOKEN"
 OPEN_PATHS = frozenset({"/api/health"})
+PAGE_PATHS = frozenset({"/", "/favicon.ico"})  # the front panel asks for the token itself (panel.py)
+STATIC_PREFIX = "/static/"  # the panel's script and style sheet: open, they hold nothing of the array's
+COOKIE_PREFIX = "msa500_token_"  # + the API's port: cookies are per host, not per port
 LOG_EVERY_S = 60.0  # a refused client address is logged at most once a minute
 _MAX_REMEMBERED = 1024
 WILDCARDS = {"0.0.0.0": ("127.0.0.1", "localhost"), "::": ("::1", "127.0.0.1", "localhost"),
@@ -147,20 +151,34 @@ class ApiAuth:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="msa500-emu"'
         return resp
 
+    def matches(self, given: str) -> bool:
+        """Whether `given` is the token (constant time); always True with auth off."""
+        if self.token is None:
+            return True
+        return hmac.compare_digest(given.strip().encode(errors="replace"), self.token.encode())
+
     def check(self, request: web.Request) -> web.Response | None:
-        """None when the request may pass; else the 401 / 403 answer."""
+        """None when the request may pass; else the 401 / 403 answer (Bearer header, else the page's cookie)."""
         if self.token is None or request.path in OPEN_PATHS:
             return None
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
+        cookie = request.cookies.get(cookie_name(request))
+        if not header and cookie is not None:
+            return None if self.matches(cookie) else self._refuse(request, 403, "wrong API token (in the cookie)")
         if not header:
             return self._refuse(request, 401, "API token required: send 'Authorization: Bearer <token>' "
                                               "(msa500-emu ctl finds it; see the serve banner)")
         if scheme.lower() != "bearer" or not given.strip():
             return self._refuse(request, 401, "Authorization header is not 'Bearer <token>'")
-        if not hmac.compare_digest(given.strip().encode(errors="replace"), self.token.encode()):
+        if not self.matches(given):
             return self._refuse(request, 403, "wrong API token")
         return None
+
+
+def cookie_name(request: web.Request) -> str:
+    """The front panel's token cookie for this API (its port in the name: two arrays on one host)."""
+    return f"{COOKIE_PREFIX}{request.url.port or 80}"
 
 
 def _own_origins(request: web.Request) -> set[str]:
@@ -174,8 +192,9 @@ def make_gate(auth: ApiAuth) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def gate(request: web.Request,
                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.path in OPEN_PATHS and request.method in ("GET", "HEAD"):
-            return await handler(request)
+        if request.method in ("GET", "HEAD") and (request.path in OPEN_PATHS or request.path in PAGE_PATHS
+                                                  or request.path.startswith(STATIC_PREFIX)):
+            return await handler(request)  # the page itself shows the token form (panel.py)
         origin = request.headers.get("Origin")
         if origin is not None and origin.rstrip("/").lower() not in _own_origins(request):
             return error(403, f"cross-origin request from {origin!r} refused")

@@ -29,7 +29,7 @@ from typing import Any
 from firmware_model import operations as ops
 from firmware_model.raid.api import RaidLevel
 
-from . import render
+from . import alert_commands, alua_commands, fault_commands, render, unit_commands
 from .grammar import (
     Array,
     Command,
@@ -287,6 +287,8 @@ def _fault(array: Array, words: list[str]) -> Reply:
     usage = USAGE["FAULT"]
     if len(words) < 2:
         raise CommandError(f"usage: {usage}")
+    if fault_commands.handles(words[0]):  # FAULT PORTn ..., FAULT SESSION ...: path faults
+        return fault_commands.fault(array, words)
     target, action, args = words[0].upper(), words[1].upper(), words[2:]
     m = re.fullmatch(r"(PSU|FAN)(\d+)", target)
     if m:
@@ -330,7 +332,8 @@ def _fault(array: Array, words: list[str]) -> Reply:
         result = array.operate("set_temperature", celsius)
         return Reply(result, f"Temperature set to {celsius} C.")
     if not target.startswith("DISK"):
-        raise CommandError(f"unknown fault target {words[0]!r} (DISKm, PSUn, FANn, TEMPERATURE, BATTERY, SHELF, LINKn)")
+        raise CommandError(f"unknown fault target {words[0]!r} "
+                           "(DISKm, PSUn, FANn, TEMPERATURE, BATTERY, SHELF, LINKn, PORTn, SESSION)")
     bay = parse_disk(target)
     kw: dict[str, Any] = {}
     if action in ("FAIL", "PULL", "INSERT", "CLEAR"):
@@ -423,8 +426,13 @@ COMMANDS: dict[str, Command] = {
         Form(f"FAULT BATTERY {words_of(choices('fault_battery', 'action'), ' | ')}", "fault_battery"),
         Form("FAULT SHELF POWER-OFF [DURATION=s]", "power_off"),
         Form("FAULT SHELF POWER-ON", "power_on"),
-        Form(f"FAULT LINKn {words_of(choices('fault_link', 'action'), ' | ')}", "fault_link"))),
+        Form(f"FAULT LINKn {words_of(choices('fault_link', 'action'), ' | ')}", "fault_link"),
+        *fault_commands.FAULT_FORMS)),
 }
+COMMANDS.update(unit_commands.COMMANDS)  # SHOW UNIT n
+COMMANDS.update(alua_commands.COMMANDS)  # ALUA STATUS, TRANSITION=ms, PORTn state
+COMMANDS.update(alert_commands.COMMANDS)  # SHOW ALERTS, SET ALERTS
+COMMANDS.update(fault_commands.COMMANDS)  # INJECT UNIT, SHOW INJECTIONS, SHOW FAULTS, DELETE INJECTION
 _VERBS = {key.split()[0] for key in COMMANDS} | {"HELP"}
 COMMANDS["HELP"] = Command(_help, (Form(f"HELP [{'|'.join(dict.fromkeys(k.split()[0] for k in COMMANDS))}]",
                                         summary="these lines, or only those of one verb"),))

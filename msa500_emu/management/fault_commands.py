@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import render
-from .grammar import Array, Command, CommandError, Form, Reply, choices, limit, options, unit_number, words_of
+from .grammar import Array, Command, CommandError, Form, Reply, choices, limit, number, options, unit_number, words_of
 
 _PORT = re.compile(r"PORT(\d+)")
 _ACTIONS = words_of(choices("fault_port", "action"), " | ")
@@ -142,24 +142,14 @@ def _inject(array: Array, words: list[str]) -> Reply:
         if o["COUNT"].upper() == "ALWAYS":
             kw["always"] = True
         else:
-            kw["count"] = _whole(o["COUNT"], "COUNT", limit("inject", "count"))
+            kw["count"] = number(o["COUNT"], "COUNT", limit("inject", "count"))
     if "PORT" in o:
-        kw["port"] = _whole(o["PORT"], "PORT", limit("inject", "port"))
+        kw["port"] = number(o["PORT"], "PORT", limit("inject", "port"))
     if "INITIATOR" in o:
         kw["initiator"] = o["INITIATOR"]
     result = array.operate("inject", lun, o["OP"], error, **kw)
     return Reply(result, f"Injection {result.get('id')} on unit {lun}: {result.get('op')} answered "
                          f"{result.get('error')}, {_times(result)}.")
-
-
-def _whole(text: str, what: str, lim: Any) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise CommandError(f"{what}={text} is not a number") from None
-    if n not in lim:
-        raise CommandError(f"{what}={n} outside {lim}")
-    return n
 
 
 def _times(row: Mapping[str, Any]) -> str:
@@ -201,7 +191,7 @@ def _delete(array: Array, words: list[str]) -> Reply:
     if words[0].upper() == "ALL":
         result = array.operate("clear_injections")
         return Reply(result, f"{result.get('deleted', 0)} injections deleted.")
-    ident = _whole(words[0], "injection", limit("inject", "count"))
+    ident = number(words[0], "injection", limit("inject", "count"))
     result = array.operate("delete_injection", ident)
     return Reply(result, f"Injection {ident} deleted.")
 

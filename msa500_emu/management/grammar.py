@@ -71,6 +71,16 @@ class Command:
         return " | ".join(f.usage for f in self.forms)
 
 
+# -- what a log may show of a command line --------------------------------------------------
+SECRET_OPTIONS = ("COMMUNITY",)  # KEY=VALUE options whose value is a secret (SET ALERTS COMMUNITY=...)
+_SECRET = re.compile(r"\b(" + "|".join(SECRET_OPTIONS) + r")=(\"[^\"]*\"|'[^']*'|\S*)", re.IGNORECASE)
+
+
+def redact(line: str) -> str:
+    """The command line with every secret option's value masked: what logs and errors may show."""
+    return _SECRET.sub(lambda m: f"{m.group(1)}=***", line)
+
+
 # -- parsing helpers ------------------------------------------------------------------------
 def options(words: list[str], allowed: set[str], usage: str) -> tuple[list[str], dict[str, str]]:
     """Split KEY=VALUE options (keys upper-cased) from positional words."""

@@ -143,6 +143,12 @@ def _duration(seconds: Any) -> str:
 POWER_OFF_NOTE = "The shelf is powered off: every unit answers the hosts NOT READY until FAULT SHELF POWER-ON."
 
 
+def powered_off(state: str) -> str:
+    """What a part of a powered-off shelf shows: POWERED OFF, and a fault it had (POWERED OFF, FAILED)."""
+    state = state.upper()
+    return "POWERED OFF" + ("" if state in ("OK", "-", "") else f", {state}")
+
+
 def battery_text(b: dict[str, Any]) -> str:
     state = str(b.get("state", "-"))
     if state == "missing":
@@ -165,15 +171,17 @@ def globals_text(g: dict[str, Any]) -> str:
     add("Serial Number", g.get("serial"))
     add("Firmware Revision", g.get("firmware"))
     add("iSCSI Target Name", g.get("target_name"))
+    off = g.get("powered") is False
     if "powered" in g:
-        add("Shelf Power", "ON" if g["powered"] else "OFF (units NOT READY until FAULT SHELF POWER-ON)")
+        since = f" since {when(g['powered_off_at'])}" if g.get("powered_off_at") is not None else ""
+        add("Shelf Power", "ON" if not off else f"OFF{since} (units NOT READY until FAULT SHELF POWER-ON)")
     add("Rebuild Priority", str(g["rebuild_priority"]).upper() if g.get("rebuild_priority") else None)
     add("Temperature", f"{value(g['temperature_c'])} C" if "temperature_c" in g else None)
     if "bays" in g:
         add("Drive Bays", f"{g['bays']}" + (f" ({g['drives']} drives)" if "drives" in g else ""))
     for kind, name in (("power_supplies", "Power Supply"), ("fans", "Fan")):
         for i, state in enumerate(g.get(kind) or [], 1):
-            add(f"{name} {i}", str(state).upper())
+            add(f"{name} {i}", powered_off(str(state)) if off else str(state).upper())
     cache = g.get("cache")
     if isinstance(cache, dict):
         add("Array Accelerator",
@@ -201,7 +209,9 @@ def globals_text(g: dict[str, Any]) -> str:
     if isinstance(rso, dict):
         add("Recovery Server Option", value(rso.get("state")))
     for ld in g.get("logical_drives") or []:
-        add(f"Logical Drive {ld.get('lun')}", f"{size(ld.get('bytes'))} ({str(ld.get('state', '-')).upper()})")
+        state = str(ld.get("state", "-"))
+        add(f"Logical Drive {ld.get('lun')}",
+            f"{size(ld.get('bytes'))} ({powered_off(state) if off else state.upper()})")
     if "uptime_s" in g:
         add("Up Time", _duration(g["uptime_s"]))
     return "\n".join(["Global Parameters:", *pairs(items)])
@@ -223,24 +233,27 @@ def _disk_notes(d: Mapping[str, Any]) -> str:
 
 def disks_text(disks: Sequence[Mapping[str, Any]]) -> str:
     rows = []
+    off = any(d.get("powered") is False for d in disks)
     for d in disks:
         state = str(d.get("state", "-")).upper()
+        if off and state != "EMPTY":
+            state = powered_off(state)
         rows.append([
             f"DISK{d.get('bay')}", size(d.get("size_bytes")), state, value(d.get("role")),
             value(d.get("array")), value(d.get("serial")), _disk_notes(d),
         ])
-    return "\n".join(table(["Disk", "Size", "State", "Role", "Array", "Serial", "Notes"], rows, right=[1]))
+    lines = table(["Disk", "Size", "State", "Role", "Array", "Serial", "Notes"], rows, right=[1])
+    return "\n".join([POWER_OFF_NOTE, *lines] if off else lines)
 
 
-def _unit_state(u: Mapping[str, Any]) -> str:
+def unit_state(u: Mapping[str, Any]) -> str:
+    """A unit's state as SHOW UNITS writes it: REBUILDING 40%, POWERED OFF, POWERED OFF, FAILED."""
     state = str(u.get("state", "-")).upper()
     for key in ("rebuild_percent", "expand_percent"):
         if u.get(key) is not None:
             state += f" {_percent(u[key])}"
             break
-    if u.get("powered") is False:
-        state = "POWERED OFF" + ("" if state == "OK" else f", {state}")
-    return state
+    return powered_off(state) if u.get("powered") is False else state
 
 
 def units_text(units: Sequence[Mapping[str, Any]]) -> str:
@@ -256,7 +269,7 @@ def units_text(units: Sequence[Mapping[str, Any]]) -> str:
         stripe = u.get("stripe_kib")
         row = [
             value(u.get("lun")), value(u.get("name")), value(u.get("array")), raid(u.get("raid")),
-            size(stripe * 1024) if isinstance(stripe, int) else "-", size(u.get("size_bytes")), _unit_state(u),
+            size(stripe * 1024) if isinstance(stripe, int) else "-", size(u.get("size_bytes")), unit_state(u),
             f"{value(u.get('fault_tolerance', 0))} failure(s)",
         ]
         if lost:
@@ -270,18 +283,41 @@ def units_text(units: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def unit_text(u: Mapping[str, Any]) -> str:
+    """SHOW UNIT n: one unit's facts, one per line."""
+    stripe = u.get("stripe_kib")
+    items = [
+        ("Name", value(u.get("name"))), ("Array", value(u.get("array"))), ("RAID Level", raid(u.get("raid"))),
+        ("Stripe Size", size(stripe * 1024) if isinstance(stripe, int) else "-"),
+        ("Size", f"{size(u.get('size_bytes'))} ({value(u.get('blocks'))} blocks of {size(u.get('block_size'))})"),
+        ("State", unit_state(u)),
+        ("Fault Tolerance", f"{value(u.get('fault_tolerance', 0))} drive failure(s)"),
+        ("Lost Blocks", value(u.get("lost_blocks", 0))),
+        ("Data Disks", disk_list(u.get("bays"))),
+        ("Spares", disk_list(u.get("spares")) if u.get("spares") else "none"),
+    ]
+    for key, label in (("rebuild_percent", "Rebuild Progress"), ("expand_percent", "Expansion Progress")):
+        if u.get(key) is not None:
+            items.insert(6, (label, _percent(u[key])))
+    head = [POWER_OFF_NOTE] if u.get("powered") is False else []
+    return "\n".join([*head, f"Unit {value(u.get('lun'))}:", *pairs(items)])
+
+
 def spares_text(spares: Sequence[Mapping[str, Any]]) -> str:
     if not spares:
         return "No spare drive is designated."
     rows = []
+    off = any(s.get("powered") is False for s in spares)
     for s in spares:
         bay = s.get("bay")
+        state = str(s.get("state", "standby")).upper()
         rows.append([
-            f"DISK{bay}" if bay is not None else "(missing)", str(s.get("state", "standby")).upper(),
+            f"DISK{bay}" if bay is not None else "(missing)", powered_off(state) if off else state,
             value(s.get("arrays")), ", ".join(str(x) for x in s.get("luns") or []) or "-",
             value(s.get("replacing_in")), value(s.get("serial")),
         ])
-    return "\n".join(table(["Spare", "State", "Arrays", "Units", "Replacing in", "Serial"], rows))
+    lines = table(["Spare", "State", "Arrays", "Units", "Replacing in", "Serial"], rows)
+    return "\n".join([POWER_OFF_NOTE, *lines] if off else lines)
 
 
 _BYTES = re.compile(r"\b(\d+) bytes\b")

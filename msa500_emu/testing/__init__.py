@@ -13,6 +13,7 @@ same handle:
 
 from ..iscsi.initiator import CommandResult, Initiator, InitiatorConfig, InitiatorError
 from .errors import CtlError, MSA500Error, ScsiError, StartError, WaitTimeout
+from .fleet import start_arrays, stop_arrays
 from .handle import MSA500
 from .launch import MODES, PACKAGE_ROOT, ConfigSource, InProcessArray, RunningArray, mirror_shelf, start_array
 from .rso import RSO_STATES, Heartbeat, RsoBlock, vendor_cdb
@@ -43,5 +44,7 @@ __all__ = [
     "mirror_shelf",
     "report_luns",
     "start_array",
+    "start_arrays",
+    "stop_arrays",
     "vendor_cdb",
 ]

@@ -20,6 +20,8 @@ from typing import Any, Self, TypeVar
 from firmware_model.rso_wire import ConfigureParams
 
 from ..iscsi.initiator import CommandResult, Initiator, InitiatorConfig
+from ..management import render, watch
+from ..management.grammar import CommandError
 from .errors import CtlError, MSA500Error, ScsiError, StartError, WaitTimeout
 from .rso import ACKNOWLEDGE, CONFIGURE, FORCE_FAILOVER, HEARTBEAT, Heartbeat, RsoBlock, vendor_cdb
 from .sessions import INITIATOR_PREFIX, LOOPBACK, RoleSession, login
@@ -248,6 +250,41 @@ class MSA500:
     def temperature(self, celsius: int) -> Any:
         return self.fault("TEMPERATURE", str(celsius))
 
+    # -- path faults and command errors (docs/faults.md) -------------------------------
+    def port_fault(self, port: int, action: str, value: float | None = None, *, initiator: str | None = None) -> Any:
+        """FAULT PORTn DOWN|UP|RESET|BLACKHOLE|DELAY ms|FLAP s|CLEAR [INITIATOR=iqn]."""
+        words = [f"PORT{port}", action.upper(), *([f"{value:g}"] if value is not None else [])]
+        return self.fault(*words, *([f"INITIATOR={initiator}"] if initiator else []))
+
+    def reinstate_session(self, initiator: str) -> Any:
+        """FAULT SESSION INITIATOR=iqn REINSTATE: drop its connections, refuse its old ISIDs."""
+        return self.fault("SESSION", f"INITIATOR={initiator}", "REINSTATE")
+
+    def inject(self, unit: int, op: str | int = "ANY", error: str = "MEDIUM", *,
+               lba: tuple[int, int] | int | None = None, count: int | None = 1, initiator: str | None = None,
+               port: int | None = None) -> int:
+        """INJECT UNIT ...: `op` READ, WRITE, ANY or an opcode; `error` MEDIUM, HARDWARE, NOT-READY, ABORTED,
+        BUSY, TASK-SET-FULL, TIMEOUT, SENSE=k/asc/ascq or DELAY=ms; `lba` a block or (first, last);
+        `count` None: always. The injection's id."""
+        words = ["INJECT", "UNIT", str(unit), f"OP={op:#04x}" if isinstance(op, int) else f"OP={op}"]
+        if lba is not None:
+            first, last = (lba, lba) if isinstance(lba, int) else lba
+            words.append(f"LBA={first}-{last}")
+        words.append("COUNT=ALWAYS" if count is None else f"COUNT={count}")
+        if initiator:
+            words.append(f"INITIATOR={initiator}")
+        if port is not None:
+            words.append(f"PORT={port}")
+        return int(self.ctl(*words, f"ERROR={error}")["id"])
+
+    def injections(self) -> list[dict[str, Any]]:
+        """SHOW INJECTIONS: each with its remaining count and how often it fired."""
+        return list(self.ctl("SHOW", "INJECTIONS"))
+
+    def clear_injections(self) -> int:
+        """DELETE INJECTION ALL; how many there were."""
+        return int(self.ctl("DELETE", "INJECTION", "ALL")["deleted"])
+
     # -- RSO through the management side ---------------------------------------------
     def rso_enable(self, timeout: float | None = None, act_alone: bool | None = None) -> dict[str, Any]:
         """RSO ENABLE [TIMEOUT=s] [ACT_ALONE=YES|NO]: port 1 primary, port 2 standby."""
@@ -335,6 +372,20 @@ class MSA500:
         finally:
             beat.stop()
 
+    # -- scenario files (msa500_emu.scenario, docs/scenarios.md) -------------------------
+    def run_scenario(self, path: str | Path, *, check: bool = True) -> Any:
+        """Run a scenario file against this array on the wall clock; its Result (`.ok`, `.text()`).
+        check=True raises MSA500Error with the timeline when a check failed."""
+        from ..scenario import ScenarioError, run_on
+
+        try:
+            result = run_on(self, path)
+        except ScenarioError as exc:
+            raise MSA500Error(f"scenario {path}: {exc}") from None
+        if check and not result.ok:
+            raise MSA500Error(f"scenario {path} failed:\n{result.text()}")
+        return result
+
     # -- waiting -----------------------------------------------------------------------
     def wait_for(self, predicate: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.1,
                  message: str | None = None) -> T:
@@ -370,6 +421,31 @@ class MSA500:
             st = self.rso_status()
             raise WaitTimeout(f"{exc} (RSO state {st.get('state')}, heartbeat age {st.get('heartbeat_age_s')} s, "
                               f"timeout {st.get('timeout_s')} s, act_alone {st.get('act_alone')})") from None
+
+    def wait_for_unit_state(self, lun: int, state: str = "ok", timeout: float = 60.0,
+                            interval: float = 0.2) -> dict[str, Any]:
+        """Wait until unit `lun` is in `state` (ok, interim recovery, rebuilding, expanding, failed,
+        or powered-off: the vocabulary of `ctl WAIT UNIT`); the unit's view. WaitTimeout after
+        `timeout` s; MSA500Error at once when the state can no longer come (the unit failed, or is gone)."""
+        try:
+            target = watch.parse_state(state)
+        except CommandError as exc:
+            raise ValueError(str(exc)) from None
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            u = watch.find(self.units(), lun)
+            why = watch.impossible(u, lun, target)
+            if why is not None:
+                raise MSA500Error(f"msa500: {why} (waiting for {target})")
+            assert u is not None
+            last.update(u)
+            return u if watch.unit_state(u) == target else None
+
+        try:
+            return self.wait_for(reached, timeout, interval, message=f"unit {lun} {target}")
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc} (unit {lun} is {render.unit_state(last) if last else 'unknown'})") from None
 
     # -- iSCSI sessions ------------------------------------------------------------------
     def _login(self, port: int, name: str, clear: Sequence[int] | None = (0,),

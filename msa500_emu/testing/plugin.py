@@ -3,10 +3,14 @@
 
 Fixtures
   msa500           a fresh array per test (the marker's or `msa500_config`'s shelf), stopped after it
-  msa500_factory   start several, or with a custom config: msa500_factory(config, mode=..., name=...)
+  msa500_factory   start several, or with a custom config: msa500_factory(config, mode=..., name=...);
+                   msa500_factory.many(n) starts n at once, in parallel
   msa500_config    override it to pass a shelf (TOML text or a path) to `msa500`; default: built-in shelf
   msa500_shared    one array for the whole session (`msa500_shared_config` picks its shelf)
   msa500_mode      "subprocess" (default) or "inprocess": --msa500-mode, or ini option msa500_mode
+  msa500_guest     msa500_guest(array, script, ports=(1,)) -> the result of a shell script run in a Linux
+                   guest (QEMU) logged in to those ports with the kernel initiator; .start() for longer plays
+  msa500_guest_image  the guest image (built once, cached; see msa500_emu.testing.guest)
 
 Marker
   @pytest.mark.msa500(config=TOML_OR_PATH, mode="inprocess")   per test or module, for `msa500`
@@ -22,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from . import guest as _guest
 from .handle import MSA500
 from .launch import MODES, ConfigSource, start_array
 
@@ -82,6 +87,15 @@ class ArrayFactory:
                           startup_timeout=self.startup_timeout)
         self.arrays.append(arr)
         return arr
+
+    def many(self, n: int, config: ConfigSource = None, *, mode: str | None = None) -> list[MSA500]:
+        """n arrays started in parallel (msa500_emu.testing.fleet), each with its own state and serial."""
+        from .fleet import start_arrays
+
+        base = next(self.base / f"fleet{k}" for k in range(1, 1000) if not (self.base / f"fleet{k}").exists())
+        arrays = start_arrays(n, base, config, mode=mode or self.mode, startup_timeout=self.startup_timeout)
+        self.arrays.extend(arrays)
+        return arrays
 
     def stop_all(self) -> list[str]:
         """Stop every array still running; a line for each that did not stop cleanly."""
@@ -144,6 +158,23 @@ def msa500_shared(tmp_path_factory: pytest.TempPathFactory, msa500_mode: str, ms
         pytest.fail("\n".join(problems), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def msa500_guest_image() -> _guest.ClusterImage:
+    """The cluster guest image, built (or found in its cache) once per session; skips without root."""
+    why = _guest.guest_unavailable()
+    if why:
+        pytest.skip(why)
+    return _guest.build()
+
+
+@pytest.fixture
+def msa500_guest(msa500_guest_image: _guest.ClusterImage, tmp_path: Path) -> Iterator[_guest.GuestFactory]:
+    """msa500_guest(array, script, ports=(1,), initiator=None, multipath=False) -> GuestResult."""
+    factory = _guest.GuestFactory(msa500_guest_image, tmp_path / "guests")
+    yield factory
+    factory.kill_all()
+
+
 def _arrays_of(item: pytest.Item) -> list[MSA500]:
     found: list[MSA500] = []
     for value in getattr(item, "funcargs", {}).values():
@@ -154,11 +185,17 @@ def _arrays_of(item: pytest.Item) -> list[MSA500]:
     return found
 
 
+def _guests_of(item: pytest.Item) -> list[_guest.Guest]:
+    return [g for v in getattr(item, "funcargs", {}).values() if isinstance(v, _guest.GuestFactory) for g in v.guests]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
+        for g in _guests_of(item):
+            report.sections.append((f"guest console ({g.console_log})", g.tail(LOG_TAIL_LINES)))
         for arr in _arrays_of(item):
             tail = arr.log_tail(LOG_TAIL_LINES)
             if tail:

@@ -1,5 +1,8 @@
 """libiscsi's conformance suite (iscsi-test-cu -t ALL) against this target and tgt, same run.
 
+Port 2 is the suite's second URL (`--second`), so MultipathIO and the persistent-reservation and
+Reserve6 tests run across two I_T nexuses on two target ports (tgt gets its one portal twice).
+
 The bar: on LUN 1, no more failing tests than tgt and at least as many passing
 (not skipped) tests. The per-test lists land in the test log for the closing note.
 """
@@ -45,7 +48,7 @@ def test_conformance_vs_tgt(tmp_path: Path, layout: str) -> None:
     ours_log = tmp_path / "ours.log"
     try:
         out = subprocess.run(
-            ["bash", str(tool), arr.url(1, 1), "--vs-tgt", "--keep", str(ours_log)],
+            ["bash", str(tool), arr.url(1, 1), "--second", arr.url(2, 1), "--vs-tgt", "--keep", str(ours_log)],
             capture_output=True, text=True, timeout=1500, check=False,
         )
     finally:

@@ -75,6 +75,8 @@ DOCS_TARGET = "iqn.2003-04.com.hp:msa500.e03kmn5w2t"  # the built-in default she
 # (pattern, the test that runs such commands, a string that test must contain, sources that must hold
 # every option the docs show for them). A docs command matching one is covered there.
 COVERED: list[tuple[str, str, str, tuple[str, ...]]] = [
+    (r"^msa500-emu scenario ", "tests/integration/test_scenarios.py", "scenario_cli(", ()),
+    (r"^msa500-emu fleet ", "tests/integration/test_many_arrays.py", '"fleet", "up"', ()),
     (r"^(msa500-emu agent|python3 -m msa500_emu\.agents) \S+ .*--device", "tests/integration/test_lab.py",
      "lab_cmd", ()),  # /dev/sgN exists in the lab's VMs only
     (r"^msa500-emu agent ", "tests/integration/test_rso_agents.py", '"agent", role', ()),

@@ -62,6 +62,13 @@ SAMPLES = {
     "LINKn": "LINK2",
     "name": "web",
     "iqn": "iqn.2026-12.lab:web",
+    "addrs": "127.0.0.1:16162",  # SET ALERTS: SNMP managers, syslog receivers (nothing listens there)
+    "urls": "http://127.0.0.1:9/hook",
+    "INJECT UNIT:0xNN": "0x28",  # INJECT UNIT (msa500_emu/management/fault_commands.py)
+    "INJECT UNIT:a-b": "0-7",
+    "INJECT UNIT:SENSE=k/asc/ascq": "SENSE=3/11/0",
+    "INJECT UNIT:DELAY=ms": "DELAY=200",
+    "DELETE INJECTION:id": "1",
 }
 # Commands run first on the fresh emulator of a command that needs something to act on.
 SETUP = {

@@ -81,10 +81,15 @@ class Lab_:
     def console(self, role: str) -> str:
         return Path(self.lab().vm(role).console).read_text(errors="replace")
 
-    def print_timeline(self, capsys: pytest.CaptureFixture[str], title: str) -> None:
+    def print_timeline(self, capsys: pytest.CaptureFixture[str], title: str) -> str:
         text = self.cmd("timeline")
+        assert "@@" not in text, "a raw guest marker reached the printed timeline"
+        self.cmd("timeline", "--html", str(self.dir / "timeline.html"))  # the picture of the same run
+        page = (self.dir / "timeline.html").read_text()
+        assert "@@" not in page and 'data-lane="recovery"' in page
         with capsys.disabled():
             print(f"\n===== {title} =====\n" + "\n".join(text.splitlines()[-45:]))
+        return page
 
     def restore(self) -> None:
         self.cmd("restore")
@@ -194,7 +199,11 @@ def test_b_a_fenced_primary_that_wakes_up_cannot_write(lab: Lab_, capsys: pytest
     for k in refused:
         assert kv(lab.service, f"GET {k}") == "NONE", f"{k} from the fenced primary reached the disk"
     assert "HOST_FENCED" in [e["code"] for e in lab.lab().events(0)]
-    lab.print_timeline(capsys, f"hang-then-wake: {len(ok)} writes before the fence, {len(refused)} refused after")
+    lab.lab().mark("client: writes to the fenced primary", host="primary", accepted=len(ok),
+                   refused_writes=len(refused))
+    page = lab.print_timeline(capsys, f"hang-then-wake: {len(ok)} writes before the fence, "
+                                      f"{len(refused)} refused after")
+    assert f'data-refused-writes="{len(refused)}"' in page and 'data-mark="fence"' in page
     lab.restore()
 
 

@@ -47,6 +47,8 @@ def test_timeout_fences_port1_for_every_session_and_port2_takes_over(msa500: MSA
     status, block, _ = vendor(recovery, 0xC1)  # the recovery joins
     assert status == 0
     r = recovery.scsi(1, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), read_len=512)
+    assert r.status == 2 and r.sense_key == 0x06 and r.asc_ascq == (0x2A, 0x06)  # told: port 2 changed
+    r = recovery.scsi(1, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), read_len=512)
     assert r.status == 2 and r.sense_key == 0x02 and r.asc_ascq == (0x04, 0x0B)  # standby
     primary.clear_unit_attentions(1)
     primary.write(1, 10, b"\x11" * 512)
@@ -63,6 +65,7 @@ def test_timeout_fences_port1_for_every_session_and_port2_takes_over(msa500: MSA
         time.sleep(0.1)
     assert block[1] & 0x08, "the recovery never saw the heartbeat time out"
     assert vendor(recovery, 0xC3, alloc=0)[0] == 0  # the monitor fences the primary
+    primary.clear_unit_attentions(1)  # 2A/06 on both ports: port 1 is unavailable now
     r = primary.scsi(1, struct.pack(">BBQIBB", 0x8A, 0, 10, 1, 0, 0), data=b"\x99" * 512)
     assert r.status == 2 and r.asc_ascq == (0x04, 0x0C)  # fenced: unavailable
     again = host(msa500, 1, "primary-reborn")  # a new session from the primary is fenced too

@@ -235,7 +235,9 @@ def sent(line: str) -> tuple[str, dict[str, Any]]:
 
 FILL = {"n": "2", "a": "B", "s": "64MB", "k": "64", "x": "logs", "DISKa-DISKb": "DISK8-DISK10", "DISKm": "DISK4",
         "DISKk": "DISK9", "lba": "2048", "count": "64", "ms": "200", "c": "55", "PSUn": "PSU1", "FANn": "FAN2",
-        "LINKn": "LINK2", "name": "web", "iqn": "iqn.2026-12.lab:web"}
+        "LINKn": "LINK2", "name": "web", "iqn": "iqn.2026-12.lab:web", "addrs": "127.0.0.1:16162",
+        "urls": "http://127.0.0.1:9/hook",
+        "0xNN": "0x28", "a-b": "0-7", "SENSE=k/asc/ascq": "SENSE=3/11/0", "DELAY=ms": "DELAY=200", "id": "1"}
 
 
 def test_every_command_of_the_grammar_sends_what_the_registry_accepts() -> None:
@@ -385,3 +387,11 @@ def test_ctl_help_needs_no_array_and_ctl_dash_dash_help_prints_the_language() ->
     assert rc == 1 and out.count("\n") == 1 and "HELP NOTHING: no such command" in out
     rc, out = _ctl("--help")
     assert rc == 0 and help_reply([]).text in out and "--api" in out
+
+
+def test_logs_never_show_a_secret_option() -> None:
+    from msa500_emu.management.grammar import redact
+
+    assert redact("SET ALERTS SNMP=127.0.0.1:162 COMMUNITY=s3cret") == "SET ALERTS SNMP=127.0.0.1:162 COMMUNITY=***"
+    assert redact("set alerts community='a b' syslog=x") == "set alerts community=*** syslog=x"
+    assert redact("SHOW ALERTS") == "SHOW ALERTS"

@@ -114,6 +114,14 @@ def step(c: Controller, env: Clocked, seconds: float, *, hb: bool = True, ack: b
     return acks
 
 
+def changed(c: Controller, *nexuses: Nexus) -> None:
+    """Every nexus, on either port, has ASYMMETRIC ACCESS STATE CHANGED on every logical drive: taken."""
+    for nexus in nexuses:
+        for lun in c.target.lun_list():
+            if lun:
+                assert sense(cmd(c, nexus, lun, TUR)) == AA_CHANGED, (nexus, lun)
+
+
 def state(c: Controller) -> str:
     return str(c.rso_status()["state"])
 
@@ -121,6 +129,7 @@ def state(c: Controller) -> str:
 def running(c: Controller, env: Clocked) -> None:
     """RSO configured, the recovery joined, a few normal heartbeats."""
     assert configure(c).status == Status.GOOD
+    changed(c, P1, P2)
     step(c, env, 3)
     assert state(c) == RsoState.OK
 
@@ -136,6 +145,7 @@ def test_without_rso_both_ports_reach_the_drives(c: Controller) -> None:
 def test_port2_sees_identity_but_standby_for_media(c: Controller, env: Clocked) -> None:
     assert configure(c).status == Status.GOOD
     assert state(c) == RsoState.NO_SECONDARY
+    changed(c, P1, P2)
     for cdb in (INQUIRY, REPORT_LUNS, RTPG):
         assert cmd(c, P2, 1, cdb).status == Status.GOOD
     assert sense(cmd(c, P2, 1, TUR)) == STANDBY
@@ -187,6 +197,7 @@ def test_primary_fails_recovery_takes_over(c: Controller, env: Clocked) -> None:
     assert sense(write(c, P2, 0, b"\x22" * 512)) == AA_CHANGED
     assert sense(write(c, P2, 0, b"\x22" * 512, lun=2)) == AA_CHANGED
     assert write(c, P2, 0, b"\x22" * 512).status == Status.GOOD
+    changed(c, P1)  # the fenced port's nexuses are told too (SPC-4: every I_T nexus)
     assert sense(read(c, P1, 0, 1)) == UNAVAILABLE
     assert sense(read(c, P1, 0, 1, lun=2)) == UNAVAILABLE
     assert groups(c, P1) == {1: 3, 2: 0}
@@ -220,6 +231,7 @@ def test_hosts_write_the_same_event_log(c: Controller, env: Clocked) -> None:
 
 def test_act_alone_controller_fences_at_the_deadline(c: Controller, env: Clocked) -> None:
     assert configure(c, act_alone=True).status == Status.GOOD
+    changed(c, P1, P2)
     last = env.clock.now()
     assert c.next_deadline() == pytest.approx(last + TIMEOUT_MS / 1000)
     env.clock.advance(TIMEOUT_MS / 1000 - 0.001)
@@ -228,6 +240,7 @@ def test_act_alone_controller_fences_at_the_deadline(c: Controller, env: Clocked
     env.clock.advance(0.001)
     c.advance(env.clock.now())
     assert state(c) == RsoState.SECONDARY_RUNNING_AUTO
+    changed(c, P1)
     assert sense(write(c, P1, 0, b"\x11" * 512)) == UNAVAILABLE
     assert sense(write(c, P2, 0, b"\x22" * 512)) == AA_CHANGED
     assert write(c, P2, 0, b"\x22" * 512).status == Status.GOOD
@@ -311,6 +324,7 @@ def test_broken_port2_link_fails_over_although_the_primary_heartbeats(c: Control
     assert block(acks[-1])["flags"] & 0x08
     assert cmd(c, P2, 0, FAILOVER).status == Status.GOOD
     assert state(c) == RsoState.SECONDARY_RUNNING_AUTO
+    changed(c, P1)
     assert sense(write(c, P1, 0, b"\x11" * 512)) == UNAVAILABLE
 
 
@@ -342,6 +356,7 @@ def test_forced_failover_any_time(c: Controller, env: Clocked) -> None:
     assert state(c) == RsoState.SECONDARY_RUNNING_USER
     assert cmd(c, P2, 0, FAILOVER).status == Status.GOOD  # idempotent
     assert c.rso_status()["failovers"] == 1
+    changed(c, P1)
     assert sense(write(c, P1, 0, b"\x11" * 512)) == UNAVAILABLE
     assert cmd(c, P1, 0, HEARTBEAT).status == Status.GOOD  # LUN 0 still answers the fenced primary
     assert block(cmd(c, P1, 0, HEARTBEAT))["fenced"] == 1
@@ -396,6 +411,7 @@ def test_split_brain_writes_from_the_fenced_primary_never_land(c: Controller, en
     before = pattern(7, 64 * 512)
     assert write(c, P1, 0, before).status == Status.GOOD
     assert cmd(c, P2, 0, FAILOVER).status == Status.GOOD
+    changed(c, P1)
     for lba in range(0, 64, 4):  # the primary never noticed it died
         assert sense(write(c, P1, lba, b"\xee" * 2048)) == UNAVAILABLE
         assert sense(write(c, P1, lba, b"\xee" * 512, lun=2)) == UNAVAILABLE
