@@ -282,6 +282,34 @@ def test_fence_scsi_fences_a_node(msa500: MSA500, msa500_guest: GuestFactory, tm
     assert "reservation conflict" in ra.console.lower()
 
 
+_APTPL_SCRIPT = """
+fence_scsi -d $DISK -k a1 -o on --aptpl; mark "ON rc=$?"
+mark "CAPS $(sg_persist -n -i -c $DISK | grep -c 'PTPL_A): 1')"
+host_wait KILLED 300
+for i in $(seq 60); do sg_turs $DISK >/dev/null 2>&1 && break; sleep 1; done   # the session back
+sg_turs $DISK >/dev/null 2>&1; sg_turs $DISK >/dev/null 2>&1   # the restart's unit attentions
+mark "KEYS $(sg_persist -n -i -k $DISK | grep -o '^ *0x[0-9a-f]*' | tr -d ' ' | tr '\\n' ' ')"
+fence_scsi -d $DISK -k a1 -o status; mark "STATUS rc=$?"
+host_wait DONE 300
+"""
+
+
+def test_fence_scsi_aptpl_survives_a_kill_of_the_array(msa500: MSA500, msa500_guest: GuestFactory) -> None:
+    """fence_scsi --aptpl registers with APTPL=1; the array is SIGKILLed and started again on its state:
+    the node's key and reservation are still there, and fence_scsi's status says on (SPC-4 5.14.5)."""
+    a = msa500_guest.start(msa500, _APTPL_SCRIPT, name="nodea", ports=(1,), initiator="iqn.2026-11.lab:nodea")
+    assert a.wait_marker("@@ON rc=", BOOT).startswith("@@ON rc=0"), a.tail()
+    assert a.wait_marker("@@CAPS", 60).split()[1] == "1", a.tail()  # PTPL_A: persisting
+    msa500.kill()  # kill -9: no close, no flush
+    msa500.restart()  # same state directory and ports: the guest's iscsid logs in again
+    a.send("KILLED")
+    keys = a.wait_marker("@@KEYS", 180)
+    assert "0xa1" in keys, (keys, a.tail())
+    assert a.wait_marker("@@STATUS rc=", 60).startswith("@@STATUS rc=0"), a.tail()  # 0: on
+    a.send("DONE")
+    assert a.wait_exit(120).status == 0
+
+
 def test_fence_scsi_new_isid_reconnect(msa500: MSA500, msa500_guest: GuestFactory, tmp_path: Path) -> None:
     """A session that comes back with a new ISID is a new I_T nexus: its registration is not there."""
     if not fault_supported(msa500, "SESSION", "REINSTATE"):
