@@ -24,6 +24,7 @@ from firmware_model.nvram_check import NvramError, check_nvram
 from firmware_model.scsi.target import ScsiTarget
 from firmware_model.scsi.types import Status
 from msa500_emu.iscsi import connection as connection_mod
+from msa500_emu.iscsi import data_out as data_out_mod
 from msa500_emu.iscsi.connection import Connection
 from msa500_emu.iscsi.constants import RESERVED_TAG, Op
 from msa500_emu.iscsi.initiator import Initiator, InitiatorConfig
@@ -183,7 +184,7 @@ def test_window_bounds_the_tasks_a_session_holds() -> None:
 
 
 def test_r2ts_stay_within_the_write_budget_and_the_oldest_task_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(connection_mod, "WRITE_BUDGET", 2 * MIB)
+    monkeypatch.setattr(data_out_mod, "WRITE_BUDGET", 2 * MIB)
     disk = FakeDisk(blocks=8 * 4096)
     node = make_node(disk)
     ini, conn = logged_in(node, InitiatorConfig(initial_r2t="Yes", immediate_data="No", max_burst=MIB))
