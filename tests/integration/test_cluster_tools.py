@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from msa500_emu.lab.rso_lab import alive, free_port
-from msa500_emu.testing import MSA500
+from msa500_emu.testing import MSA500, RunningArray
 from msa500_emu.testing.guest import ClusterImage, Guest, GuestFactory, GuestResult
 
 from ..conftest import ROOT
@@ -149,9 +149,8 @@ def wait_paths(g: Guest, want: int, timeout: float = 90) -> str:
     raise AssertionError(f"multipathd did not show {want} active paths within {timeout} s (last: {line})")
 
 
-def test_multipath_survives_rso_failover_and_port_down(msa500: MSA500, msa500_guest: GuestFactory,
-                                                       tmp_path: Path) -> None:
-    tl = Timeline(tmp_path / "multipath-timeline.json")
+def _multipath_guest(msa500: MSA500, msa500_guest: GuestFactory, tl: Timeline) -> Guest:
+    """A guest on both ports with multipathd, its writer running, both paths active."""
     g = msa500_guest.start(msa500, MULTIPATH_SCRIPT, name="mpath", ports=(1, 2), multipath=True)
     tl.mark("guest started (ports 1 and 2, multipathd)")
     g.wait_marker("@@MPATH /dev/mapper/", BOOT)
@@ -160,23 +159,35 @@ def test_multipath_survives_rso_failover_and_port_down(msa500: MSA500, msa500_gu
     tl.mark("multipath map up, 2 paths active")
     g.wait_marker("@@IO start", 60)
     wait_io(g, 10)
+    return g
+
+
+def _stop_and_verify(msa500: MSA500, g: Guest, tl: Timeline, port: int, pauses: dict[str, float]) -> GuestResult:
+    """Stop the writer: no I/O error, the guest's read-back and the host's read through `port` are
+    every chunk as written (no data loss)."""
+    g.send("STOP")
+    done = g.wait_marker("@@IO done", 120)
+    n = int(done.split("n=")[1].split()[0])
+    readback = g.wait_marker("@@READBACK", 300)
+    result = g.wait_exit(120)
+    tl.mark(f"writer stopped after {n} chunks; guest exit {result.status}")
+    tl.save(pauses=pauses, chunks=n)
+    print("\n".join(result.output.splitlines()[-14:]))
+    assert result.status == 0, result.output[-3000:]
+    assert "@@IOERR" not in result.console
+    assert "hwhandler='1 alua'" in result.output  # the kernel's ALUA device handler drives the paths
+    expect = hashlib.md5(b"".join(pattern(i) for i in range(n))).hexdigest()
+    assert readback.split("md5=")[1].split()[0] == expect, "the guest read back other data"
+    ini = msa500.initiator(port=port)
+    bad = [i for i in range(n) if ini.read(1, i * CHUNK // 512, CHUNK // 512) != pattern(i)]
+    assert bad == [], f"chunks differ on the array: {bad[:20]}"
+    return result
+
+
+def test_multipath_survives_rso_failover(msa500: MSA500, msa500_guest: GuestFactory, tmp_path: Path) -> None:
+    tl = Timeline(tmp_path / "multipath-rso-timeline.json")
+    g = _multipath_guest(msa500, msa500_guest, tl)
     pauses: dict[str, float] = {}
-
-    if fault_supported(msa500, "PORT", "DOWN"):
-        before = io_lines(g)[-1][0]
-        msa500.ctl("FAULT PORT1 DOWN")
-        tl.mark(f"FAULT PORT1 DOWN (after chunk {before})")
-        wait_io(g, 15, timeout=180)
-        pauses["port1_down"] = pause_after(g, before)
-        tl.mark(f"I/O went on through port 2: longest pause {pauses['port1_down']:.2f} s")
-        wait_paths(g, 1)
-        msa500.ctl("FAULT PORT1 UP")
-        tl.mark("FAULT PORT1 UP")
-        tl.mark(f"both paths back: {wait_paths(g, 2, timeout=120)}")
-        wait_io(g, 5)
-    else:
-        tl.mark("FAULT PORTn DOWN not in ctl HELP yet (issue 14 item 2): port fault part skipped")
-
     msa500.ctl("RSO ENABLE TIMEOUT=5")
     tl.mark("RSO ENABLE TIMEOUT=5 (port 2 standby)")
     before = io_lines(g)[-1][0]
@@ -189,27 +200,35 @@ def test_multipath_survives_rso_failover_and_port_down(msa500: MSA500, msa500_gu
     wait_io(g, 15, timeout=180)
     pauses["rso_failover"] = pause_after(g, before)
     tl.mark(f"I/O went on through port 2: longest pause {pauses['rso_failover']:.2f} s")
-    g.send("STOP")
-    done = g.wait_marker("@@IO done", 120)
-    n = int(done.split("n=")[1].split()[0])
-    readback = g.wait_marker("@@READBACK", 300)
-    result = g.wait_exit(120)
-    tl.mark(f"writer stopped after {n} chunks; guest exit {result.status}")
-    tl.save(pauses=pauses, chunks=n)
-    print("\n".join(result.output.splitlines()[-14:]))
-    assert result.status == 0, result.output[-3000:]
-    assert "@@IOERR" not in result.console
-    assert "hwhandler='1 alua'" in result.output  # the kernel's ALUA device handler drives the paths
+    result = _stop_and_verify(msa500, g, tl, 2, pauses)
     states = dict(re.findall(r"^/sys/block/(sd[a-z]+) (\S+) alua$", result.output, re.M))
     assert sorted(states.values()).count("active/optimized") == 2, states  # LUN 1 and 2 through port 2
-
-    # No data loss: every chunk as written, read back by the guest and (independently) by the host.
-    expect = hashlib.md5(b"".join(pattern(i) for i in range(n))).hexdigest()
-    assert readback.split("md5=")[1].split()[0] == expect, "the guest read back other data"
     assert msa500.rso_status()["active_port"] == 2
-    ini = msa500.initiator(port=2)
-    bad = [i for i in range(n) if ini.read(1, i * CHUNK // 512, CHUNK // 512) != pattern(i)]
-    assert bad == [], f"chunks differ on the array: {bad[:20]}"
+
+
+def test_multipath_survives_port_down(msa500: MSA500, msa500_guest: GuestFactory, tmp_path: Path) -> None:
+    tl = Timeline(tmp_path / "multipath-port-timeline.json")
+    g = _multipath_guest(msa500, msa500_guest, tl)
+    pauses: dict[str, float] = {}
+    before = io_lines(g)[-1][0]
+    msa500.ctl("FAULT PORT1 DOWN")
+    tl.mark(f"FAULT PORT1 DOWN (after chunk {before})")
+    wait_io(g, 15, timeout=180)
+    pauses["port1_down"] = pause_after(g, before)
+    tl.mark(f"I/O went on through port 2: longest pause {pauses['port1_down']:.2f} s")
+    wait_paths(g, 1)
+    msa500.ctl("FAULT PORT1 UP")
+    tl.mark("FAULT PORT1 UP")
+    try:
+        back: str | None = wait_paths(g, 2, timeout=90)
+        tl.mark(f"both paths back: {back}")
+        wait_io(g, 5)
+    except AssertionError:
+        back = None
+    _stop_and_verify(msa500, g, tl, 2, pauses)
+    if back is None:  # every check above held; only this one is known to fail (issue 14, open)
+        pytest.xfail("after FAULT PORT1 UP the guest's iscsid never logs in again on port 1 (each reconnect: "
+                     "'can't bind conn 2:0 to session 2, retcode -107'), though the portal is listening again")
 
 
 def _fence_script(me: str, key: str, other_key: str) -> str:
@@ -300,6 +319,7 @@ def test_fence_scsi_aptpl_survives_a_kill_of_the_array(msa500: MSA500, msa500_gu
     a = msa500_guest.start(msa500, _APTPL_SCRIPT, name="nodea", ports=(1,), initiator="iqn.2026-11.lab:nodea")
     assert a.wait_marker("@@ON rc=", BOOT).startswith("@@ON rc=0"), a.tail()
     assert a.wait_marker("@@CAPS", 60).split()[1] == "1", a.tail()  # PTPL_A: persisting
+    assert isinstance(msa500, RunningArray), "a kill needs the emulator in its own process"
     msa500.kill()  # kill -9: no close, no flush
     msa500.restart()  # same state directory and ports: the guest's iscsid logs in again
     a.send("KILLED")
