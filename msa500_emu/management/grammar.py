@@ -42,6 +42,26 @@ class Array(Protocol):
         ...
 
 
+class NoViews:
+    """An Array with empty views, for what only checks or records the operations a command sends
+    (a scenario file's check, the tests' stand-ins); a subclass gives `operate`."""
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def disks(self) -> list[dict[str, Any]]:
+        return []
+
+    def units(self) -> list[dict[str, Any]]:
+        return []
+
+    def spares(self) -> list[dict[str, Any]]:
+        return []
+
+    def events(self, since_id: int = 0) -> list[dict[str, Any]]:
+        return []
+
+
 @dataclass
 class Reply:
     result: Any

@@ -21,7 +21,7 @@ from firmware_model.events import EventCode
 from firmware_model.rso import RsoState
 
 from ..management import commands, watch
-from ..management.grammar import CommandError
+from ..management.grammar import CommandError, NoViews
 
 FORMAT_VERSION = 1
 DEFAULT_INTERVAL_S = 1.0  # how often the simulated hosts heartbeat and acknowledge
@@ -272,23 +272,8 @@ def _shown(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else _kind(value)
 
 
-class _Checker:
+class _Checker(NoViews):
     """An array that only checks: what a command would send must pass the operations registry."""
-
-    def describe(self) -> dict[str, Any]:
-        return {}
-
-    def disks(self) -> list[dict[str, Any]]:
-        return []
-
-    def units(self) -> list[dict[str, Any]]:
-        return []
-
-    def spares(self) -> list[dict[str, Any]]:
-        return []
-
-    def events(self, since_id: int = 0) -> list[dict[str, Any]]:
-        return []
 
     def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
         try:

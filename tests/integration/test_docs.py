@@ -60,6 +60,7 @@ import pytest
 from msa500_emu import cli
 from msa500_emu.config import load
 from msa500_emu.management.commands import COMMANDS, CommandError, run
+from msa500_emu.management.grammar import NoViews
 from msa500_emu.testing import InProcessArray, start_array
 
 from ..conftest import ROOT, need
@@ -400,26 +401,11 @@ def test_command_blocks_run_top_to_bottom_on_the_default_shelf(default_shelf: In
     assert "Traceback" not in log, log[-4000:]
 
 
-class Recorder:
+class Recorder(NoViews):
     """An array that accepts every operation: what the grammar alone makes of a command."""
 
     def __init__(self) -> None:
         self.ops: list[str] = []
-
-    def describe(self) -> dict[str, Any]:
-        return {}
-
-    def disks(self) -> list[dict[str, Any]]:
-        return []
-
-    def units(self) -> list[dict[str, Any]]:
-        return []
-
-    def spares(self) -> list[dict[str, Any]]:
-        return []
-
-    def events(self, since_id: int = 0) -> list[dict[str, Any]]:
-        return []
 
     def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
         self.ops.append(op)

@@ -21,6 +21,7 @@ from msa500_emu import cli
 from msa500_emu.config import load
 from msa500_emu.management import render
 from msa500_emu.management.commands import COMMANDS, CommandError, help_reply, run
+from msa500_emu.management.grammar import NoViews
 from msa500_emu.server import Emulator
 from tests.integration.notation import expand
 from tests.unit.shelf_helpers import Clocked
@@ -199,26 +200,11 @@ def test_the_controller_refuses_exactly_past_the_registrys_limits(tmp_path: Path
 
 
 # ------------------------------------------------------------------------------ the command language
-class Binding:
+class Binding(NoViews):
     """An array whose operate() is the registry's check: what the language sends must pass it."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def describe(self) -> dict[str, Any]:
-        return {}
-
-    def disks(self) -> list[dict[str, Any]]:
-        return []
-
-    def units(self) -> list[dict[str, Any]]:
-        return []
-
-    def spares(self) -> list[dict[str, Any]]:
-        return []
-
-    def events(self, since_id: int = 0) -> list[dict[str, Any]]:
-        return []
 
     def operate(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
         row, bound = ops.bind(op, args, kwargs)
