@@ -11,8 +11,8 @@ For longer plays, `Guest` starts one VM and lets the host wait for the script's 
 script, `guest.send("WORD")` on the host). See docs/cluster-lab.md.
 
 The guest reaches array port N at 10.0.2.10N:3260 inside QEMU (user networking with
-restrict=on; a guestfwd runs `busybox nc 127.0.0.1 PORT` per connection), so nothing listens
-beyond what the array already does.
+restrict=on; a guestfwd runs guest_link.py, a forwarder to 127.0.0.1:PORT, per connection), so
+nothing listens beyond what the array already does.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,7 @@ READY = "@@READY"
 JOB_START = "@@JOB start"
 JOB_EXIT = "@@JOB exit="
 POWEROFF = "@@POWEROFF"
+LINK = Path(__file__).with_name("guest_link.py")  # run per guest connection by guestfwd
 
 
 class GuestError(RuntimeError):
@@ -163,11 +165,11 @@ class Guest:
 
     def argv(self) -> list[str]:
         """The QEMU command line (TCG only)."""
-        nc = shutil.which("busybox") or "/bin/busybox"
-        # slirp connects the command's stdin, stdout *and stderr* to the guest's socket: nc's
-        # "can't connect" (a port that is DOWN) must not reach the guest as iSCSI bytes.
+        # slirp connects the command's stdin, stdout *and stderr* to the guest's socket: nothing
+        # may reach the guest on stderr. guest_link.py waits for a port that is DOWN (see there why).
         fwd = ",".join(f"guestfwd=tcp:10.0.2.10{p}:3260-cmd:/bin/sh -c "
-                       f"'exec {nc} nc {self.host} {self.array.tcp_port(p)} 2>/dev/null'" for p in self.ports)
+                       f"'exec {sys.executable} -I -S {LINK} {self.host} {self.array.tcp_port(p)} 2>/dev/null'"
+                       for p in self.ports)
         return [
             "qemu-system-x86_64", "-name", self.name, "-accel", "tcg", "-M", "q35",
             "-bios", "/usr/share/qemu/qboot.rom", "-cpu", "max", "-smp", "1", "-m", str(self.memory_mb),
