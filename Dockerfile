@@ -24,6 +24,16 @@ RUN python -m pip install --no-cache-dir /tmp/msa500-emu \
     && chown msa500:msa500 /var/lib/msa500-emu \
     && chmod 0750 /var/lib/msa500-emu
 
+# LAB_HOST=1 adds QEMU (TCG) and busybox for the cluster nodes of compose.yaml (docs/containers.md);
+# the default image has neither.
+ARG LAB_HOST=
+# hadolint ignore=DL3008
+RUN if [ -n "$LAB_HOST" ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends qemu-system-x86 ipxe-qemu busybox \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # Drive images, controller NVRAM, the cache file and the event log live here.
 ENV MSA500_STATE_DIR=/var/lib/msa500-emu \
     MSA500_PORT1=127.0.0.1:3260 \

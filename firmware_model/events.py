@@ -108,6 +108,9 @@ class EventCode(StrEnum):
     HOST_POWER_LOSS_HOLD = "HOST_POWER_LOSS_HOLD"
     HOST_ARRAY_LOST = "HOST_ARRAY_LOST"
     HOST_ARRAY_BACK = "HOST_ARRAY_BACK"
+    SNAPSHOT_SAVED = "SNAPSHOT_SAVED"  # the process's snapshots of the whole shelf (msa500_emu.snapshot)
+    SNAPSHOT_RESTORED = "SNAPSHOT_RESTORED"
+    SHELF_RESET = "SHELF_RESET"
 
 
 # code -> (default severity, what it means). Alerts and the web page read this table.
@@ -194,6 +197,9 @@ CODES: dict[EventCode, tuple[Severity, str]] = {
                                      "the primary saw the storage lose power and waits for an administrator"),
     EventCode.HOST_ARRAY_LOST: (Severity.WARNING, "a host's agent lost contact with the array"),
     EventCode.HOST_ARRAY_BACK: (Severity.INFO, "a host's agent reached the array again"),
+    EventCode.SNAPSHOT_SAVED: (Severity.INFO, "a snapshot of the whole shelf was saved"),
+    EventCode.SNAPSHOT_RESTORED: (Severity.WARNING, "the shelf was put back to a snapshot (hosts see a reset)"),
+    EventCode.SHELF_RESET: (Severity.WARNING, "the shelf was reset to its state at start (hosts see a reset)"),
 }
 
 
@@ -303,6 +309,10 @@ class EventLog:
                     break
                 out.append(e.to_dict())
         return out
+
+    def continue_after(self, last_id: int) -> None:
+        """Ids never go back (an older log put back by a snapshot restore): the next follows `last_id`."""
+        self._next_id = max(self._next_id, last_id + 1)
 
     @property
     def last_id(self) -> int:

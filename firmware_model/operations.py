@@ -113,6 +113,8 @@ INJECT_COUNT = Limit(1, 1 << 31)  # how many commands an injection answers (or a
 INJECT_LBA = Limit(0, (1 << 64) - 1)
 INJECT_DELAY_MS = Limit(1, 600000)  # ERROR=DELAY: ten minutes outlast every initiator's command timeout
 ALERT_TARGETS_MAX = 2048  # SET ALERTS: one comma-separated list of addresses or URLs
+RECORD_FILE_MAX = 4096  # RECORD START file: a path
+SNAPSHOT_NAME_MAX = 32  # SNAPSHOT SAVE name: letters, digits, ._- (msa500_emu.snapshot checks the characters)
 
 
 # ------------------------------------------------------------------------------ the rows
@@ -403,7 +405,28 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         Arg("community", Kind.TEXT, required=False, max_len=64),
         Arg("syslog", Kind.TEXT, required=False, max_len=ALERT_TARGETS_MAX),
         Arg("webhook", Kind.TEXT, required=False, max_len=ALERT_TARGETS_MAX), persists=False, owner=Owner.PROCESS),
+    # -- snapshots of the whole shelf (the process: it closes and reopens the controller)
+    _op("snapshot_save", "copy the whole shelf (drive images, NVRAM, cache, reservations, events) under a name",
+        Arg("name", Kind.TEXT, max_len=SNAPSHOT_NAME_MAX), persists=False, owner=Owner.PROCESS),
+    _op("snapshot_restore", "put the shelf back to a snapshot (sessions stay and see a reset)",
+        Arg("name", Kind.TEXT, max_len=SNAPSHOT_NAME_MAX), owner=Owner.PROCESS),
+    _op("snapshots", "the snapshots: name, when taken, size", persists=False, owner=Owner.PROCESS),
+    _op("snapshot_delete", "delete a snapshot", Arg("name", Kind.TEXT, max_len=SNAPSHOT_NAME_MAX), persists=False,
+        owner=Owner.PROCESS),
+    _op("reset", "put the shelf back to its state right after start (and end path faults and injections)",
+        owner=Owner.PROCESS),
+    # -- record and replay (the process: msa500_emu/recording, docs/recording.md)
+    _op("record_start", "record every SCSI command, operation and event into a file (JSON lines); data-out kept "
+                        "in full up to data_cap bytes",
+        Arg("file", Kind.TEXT, max_len=RECORD_FILE_MAX), Arg("data_cap", Kind.INT, AtLeast(0), required=False),
+        persists=False, owner=Owner.PROCESS),
+    _op("record_stop", "stop the recording and close its file", persists=False, owner=Owner.PROCESS),
+    _op("record_status", "the recording: its file, records, commands, bytes, data-out kept", persists=False,
+        owner=Owner.PROCESS),
 )}
+#: The rows that only read: a recording leaves them out (nothing to replay).
+VIEWS = frozenset({"describe", "disks", "units", "spares", "events", "connections", "acl", "rso_status",
+                   "alua_status", "path_faults", "injections", "alert_status", "snapshots", "record_status"})
 
 
 def get(name: str) -> Operation:

@@ -17,7 +17,7 @@ from typing import Any
 
 from firmware_model.controller import ShelfError
 
-from .config import ConfigError, load, parse_endpoint
+from .config import ConfigError, load, parse_endpoint, parse_size
 from .management import watch
 from .management.auth import TOKEN_ENV, TokenError, find_token
 from .management.commands import CommandError, help_reply
@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(default STATE_DIR/api.token; [api] token_file in the TOML)")
     s.add_argument("--no-api-auth", action="store_true",
                    help="serve the API without a token (anyone who reaches it may use it)")
+    s.add_argument("--record", type=Path, metavar="FILE",
+                   help="record every SCSI command, operation and event into FILE (docs/recording.md)")
+    s.add_argument("--record-data-cap", metavar="SIZE",
+                   help="--record: data-out kept in full up to SIZE (default 64MiB), then digests only")
     c = sub.add_parser("ctl", help="send a management command to a running array",
                        description="Send one command of the management language to a running array "
                                    "(`ctl HELP [VERB]` lists them, and needs no array).",
@@ -61,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("lab", add_help=False, help="the RSO lab with two QEMU hosts: `lab --help`")
     sub.add_parser("scenario", add_help=False, help="run a scenario file (docs/scenarios.md): `scenario --help`")
     sub.add_parser("fleet", add_help=False, help="start N arrays on free ports, stop them on Ctrl-C: `fleet --help`")
+    sub.add_parser("replay", add_help=False, help="re-run a recording on a fresh array (docs/recording.md): "
+                                                  "`replay --help`")
     return p
 
 
@@ -78,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from .scenario.cli import main as scenario_main
 
         return scenario_main(argv[1:])
+    if argv[:1] == ["replay"]:
+        from .recording.cli import main as replay_main
+
+        return replay_main(argv[1:])
     if argv[:1] == ["fleet"]:
         from .testing.fleet import main as fleet_main
 
@@ -104,6 +114,12 @@ def _serve(args: argparse.Namespace) -> int:
             settings.api_token_file = args.api_token_file.expanduser()
         if args.no_api_auth:
             settings.api_auth = False
+        if args.record is not None:
+            settings.record_file = args.record.expanduser().resolve()
+            settings.record_data_cap = parse_size(args.record_data_cap, "--record-data-cap") \
+                if args.record_data_cap else None
+        elif args.record_data_cap:
+            raise ConfigError("--record-data-cap goes with --record")
     except ConfigError as exc:
         print(f"msa500-emu: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -126,7 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ShelfError as exc:
         print(f"msa500-emu: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (StateDirBusy, TokenError) as exc:
+    except (StateDirBusy, TokenError, CommandError) as exc:  # CommandError: --record FILE cannot be written
         print(f"msa500-emu: cannot start: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -61,6 +61,8 @@ class Settings:
     max_connections_per_address: int = 64
     discovery_chap: ChapConfig = field(default_factory=ChapConfig)
     alerts: AlertSettings | None = None  # [alerts]: SNMP managers, syslog, webhooks (None: none)
+    record_file: Path | None = None  # serve --record FILE (msa500_emu/recording)
+    record_data_cap: int | None = None  # serve --record-data-cap: data-out kept in full (None: the default)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -30,6 +30,8 @@ from .management.api import make_app
 from .management.auth import TOKEN_FILE, ApiAuth
 from .management.commands import CommandError
 from .management.stream import EventHub
+from .recording import recorder as recording
+from .snapshot.shelf import ShelfSnapshots
 from .statelock import StateDirLock
 
 log = logging.getLogger("msa500_emu")
@@ -67,6 +69,8 @@ class Emulator:
         self.api_auth = ApiAuth.disabled()
         self._lock = StateDirLock(settings.state_dir)
         self.left_behind = ""  # after stop(): what did not reach the drives, and why ("" when all did)
+        self.recorder: recording.Recorder | None = None  # RECORD START / serve --record (msa500_emu/recording)
+        self.shelf_snapshots = ShelfSnapshots(self)  # SNAPSHOT SAVE/RESTORE/LIST/DELETE, RESET (msa500_emu/snapshot)
 
     async def start(self) -> None:
         s = self.settings
@@ -76,6 +80,7 @@ class Emulator:
         except BaseException:
             self._lock.release()
             raise
+        self.shelf_snapshots.at_start()  # what RESET goes back to, before any host can change it
         infos = [
             PortalInfo(1, s.port1.host, s.port1.port),
             PortalInfo(2, s.port2.host, s.port2.port),
@@ -100,6 +105,8 @@ class Emulator:
                 await portal.start()
                 self.portals.append(portal)
             self._wire_faults()
+            if s.record_file is not None:  # serve --record FILE: from the first command on
+                recording.start(self, str(s.record_file), s.record_data_cap, local=True)
             if s.api_auth:  # before listening: no moment without the token (TokenError: one line)
                 self.api_auth = ApiAuth.from_file(s.api_token_file or s.state_dir / TOKEN_FILE)
             else:
@@ -142,6 +149,8 @@ class Emulator:
 
     def _on_event(self, event: Any) -> None:
         self._wake.set()
+        if self.recorder is not None:
+            self.recorder.event(event)
         self.event_hub.publish(event)
         sev = getattr(event, "severity", "info")
         self.alerts.raise_(str(getattr(event, "code", "?")), str(getattr(sev, "value", sev)),
@@ -203,8 +212,14 @@ class Emulator:
         owner = self if row.owner is operations.Owner.PROCESS else self._ctl()
         try:
             result = getattr(owner, row.method)(**bound)
-        except ControllerError as exc:
-            raise CommandError(str(exc)) from exc
+        except Exception as exc:
+            if self.recorder is not None:
+                recording.operated(self, row.name, bound, exc)
+            if isinstance(exc, ControllerError):
+                raise CommandError(str(exc)) from exc
+            raise
+        if self.recorder is not None:
+            recording.operated(self, row.name, bound, None)
         self._refresh_delays()
         if self.node is not None:  # a narrowed port or a deleted connection ends its sessions
             self.node.enforce_access()
@@ -220,6 +235,32 @@ class Emulator:
             return self.alerting.set(snmp, community, syslog, webhook)
         except AlertSettingsError as exc:
             raise CommandError(str(exc)) from None
+
+    # -- snapshots of the whole shelf (msa500_emu/snapshot/shelf.py) ---------------------
+    def snapshot_save(self, name: str) -> dict[str, Any]:
+        return self.shelf_snapshots.save(name)
+
+    def snapshot_restore(self, name: str) -> dict[str, Any]:
+        return self.shelf_snapshots.restore(name)
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return self.shelf_snapshots.list()
+
+    def snapshot_delete(self, name: str) -> dict[str, Any]:
+        return self.shelf_snapshots.delete(name)
+
+    def reset(self) -> dict[str, Any]:
+        return self.shelf_snapshots.reset()
+
+    # -- record and replay (msa500_emu/recording) ----------------------------------------
+    def record_start(self, file: str, data_cap: int | None = None) -> dict[str, Any]:
+        return recording.start(self, file, data_cap)
+
+    def record_stop(self) -> dict[str, Any]:
+        return recording.stop(self)
+
+    def record_status(self) -> dict[str, Any]:
+        return recording.status(self)
 
     # -- path faults and command errors (iscsi/path_faults.py, firmware_model/scsi/injection.py) --
     def _wire_faults(self) -> None:
@@ -338,6 +379,8 @@ class Emulator:
         for portal in self.portals:
             await portal.stop()
         self.portals.clear()
+        if self.recorder is not None:  # after the portals: every command that ran is in it
+            recording.stop(self, "the emulator stopped")
         if self.api_runner is not None:
             await self.api_runner.cleanup()
             self.api_runner = None

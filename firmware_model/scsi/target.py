@@ -62,6 +62,8 @@ class ScsiTarget:
         # on the hot path) while every host sees every unit. LUN 0 is never asked about.
         self.visibility: Callable[[Nexus, int], bool] | None = None
         self.stats = TargetStats()  # per-LUN and per-port command counters (/metrics reads them)
+        # Told of every command and its answer while a recording runs (msa500_emu/recording); None otherwise.
+        self.observer: Callable[[ScsiRequest, ScsiResult], None] | None = None
         self.injections = Injections(clock)  # INJECT UNIT: per-command errors (memory only)
 
     # ------------------------------------------------------------ LUN map
@@ -222,6 +224,8 @@ class ScsiTarget:
     def execute(self, req: ScsiRequest) -> ScsiResult:
         result = self._execute(req)
         self.stats.record(req, result)  # once per command, whatever the answer
+        if self.observer is not None:  # a recording: one test on the fast path when there is none
+            self.observer(req, result)
         return result
 
     def _execute(self, req: ScsiRequest) -> ScsiResult:

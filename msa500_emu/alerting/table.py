@@ -267,6 +267,7 @@ TABLE: dict[EventCode, Route] = _routes(
     (E.SHELF_POWER_OFF, CNTLR, BOARD_POWERED_OFF), (E.SHELF_POWER_ON, CNTLR, BOARD_OK),
     (E.PORT_FAULT, None, None), (E.PORT_FAULT_CLEARED, None, None), (E.SESSION_FAULT, None, None),
     (E.INJECTION_FIRED, None, None),  # injected by a test: syslog and webhooks only, no trap
+    (E.SNAPSHOT_SAVED, None, None), (E.SNAPSHOT_RESTORED, None, None), (E.SHELF_RESET, None, None),
     *((code, RSO, From.RSO) for code in EventCode if code.value.startswith("RSO_")),
     *((code, None, None) for code in EventCode if code.value.startswith("HOST_")),  # the hosts' own agents tell
 )

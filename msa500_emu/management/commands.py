@@ -29,7 +29,7 @@ from typing import Any
 from firmware_model import operations as ops
 from firmware_model.raid.api import RaidLevel
 
-from . import alert_commands, alua_commands, fault_commands, render, unit_commands
+from . import alert_commands, alua_commands, fault_commands, record_commands, render, snapshot_commands, unit_commands
 from .grammar import (
     Array,
     Command,
@@ -433,6 +433,8 @@ COMMANDS.update(unit_commands.COMMANDS)  # SHOW UNIT n
 COMMANDS.update(alua_commands.COMMANDS)  # ALUA STATUS, TRANSITION=ms, PORTn state
 COMMANDS.update(alert_commands.COMMANDS)  # SHOW ALERTS, SET ALERTS
 COMMANDS.update(fault_commands.COMMANDS)  # INJECT UNIT, SHOW INJECTIONS, SHOW FAULTS, DELETE INJECTION
+COMMANDS.update(snapshot_commands.COMMANDS)  # SNAPSHOT SAVE/RESTORE/LIST/DELETE, RESET
+COMMANDS.update(record_commands.COMMANDS)  # RECORD START/STOP/STATUS/APPLY (docs/recording.md)
 _VERBS = {key.split()[0] for key in COMMANDS} | {"HELP"}
 COMMANDS["HELP"] = Command(_help, (Form(f"HELP [{'|'.join(dict.fromkeys(k.split()[0] for k in COMMANDS))}]",
                                         summary="these lines, or only those of one verb"),))

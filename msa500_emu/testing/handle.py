@@ -372,6 +372,26 @@ class MSA500:
         finally:
             beat.stop()
 
+    # -- snapshots of the whole shelf (docs/snapshots.md) ----------------------------------
+    def snapshot_save(self, name: str) -> dict[str, Any]:
+        """SNAPSHOT SAVE name: drive images, NVRAM, cache, reservations, events (a taken name is refused)."""
+        return dict(self.ctl("SNAPSHOT", "SAVE", name))
+
+    def snapshot_restore(self, name: str) -> dict[str, Any]:
+        """SNAPSHOT RESTORE name: sessions stay logged in and see 29/00 (and 3F/0E if the LUNs differ)."""
+        return dict(self.ctl("SNAPSHOT", "RESTORE", name))
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """SNAPSHOT LIST: each with name, taken (epoch seconds), files, size_bytes, stored_bytes, method."""
+        return list(self.ctl("SNAPSHOT", "LIST"))
+
+    def snapshot_delete(self, name: str) -> dict[str, Any]:
+        return dict(self.ctl("SNAPSHOT", "DELETE", name))
+
+    def reset(self) -> dict[str, Any]:
+        """RESET: the shelf as it was right after start; path faults and injections end too."""
+        return dict(self.ctl("RESET"))
+
     # -- scenario files (msa500_emu.scenario, docs/scenarios.md) -------------------------
     def run_scenario(self, path: str | Path, *, check: bool = True) -> Any:
         """Run a scenario file against this array on the wall clock; its Result (`.ok`, `.text()`).
