@@ -137,18 +137,28 @@ class Drive:
         return self.fd
 
     def read(self, offset: int, length: int) -> bytes:
+        fd, pos = self.prepare_read(offset, length)
+        data = os.pread(fd, length, pos)
+        self.note_read(length)
+        if len(data) < length:
+            data += bytes(length - len(data))
+        return data
+
+    def prepare_read(self, offset: int, length: int) -> tuple[int, int]:
+        """(fd, file offset) of a read the caller does itself (drive_io), after the checks a read
+        makes: DriveError for a missing or failed drive, a range beyond its end, or a media error."""
         fd = self._fd(offset, length)
         end = offset + length
         for err in self.media_errors:
             if err.offset < end and offset < err.offset + err.length:
                 bad = max(offset, err.offset)
                 raise DriveError(bad, min(end, err.offset + err.length) - bad, "media error")
-        data = os.pread(fd, length, METADATA_BYTES + offset)
+        return fd, METADATA_BYTES + offset
+
+    def note_read(self, length: int) -> None:
+        """Count a read done (the activity LED, SHOW DISK's counters)."""
         self.io_reads += 1
         self.io_bytes += length
-        if len(data) < length:
-            data += bytes(length - len(data))
-        return data
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         fd = self._fd(offset, len(data))
@@ -173,6 +183,13 @@ class Drive:
     def flush(self) -> None:
         if self.fd is not None and not self.failed:
             os.fdatasync(self.fd)
+
+    def sync_fd(self) -> int | None:
+        """A duplicate of the image's fd for an fdatasync elsewhere (drive_io.sync_all closes it),
+        None when flush() would do nothing."""
+        if self.fd is None or self.failed:
+            return None
+        return os.dup(self.fd)
 
     def _remap(self, offset: int, length: int) -> None:
         """A write over a bad range reallocates those blocks: they read fine afterwards."""

@@ -19,6 +19,7 @@ from firmware_model.controller.views import DiskView, EventView, SpareView, Unit
 from firmware_model.events import EventCode
 from firmware_model.scsi.injection import InjectionError, firing_text
 
+from . import allocator
 from .alerting.service import AlertService
 from .alerting.settings import AlertSettingsError
 from .alerts import Alert, Alerts
@@ -477,6 +478,7 @@ def _host(host: str) -> str:
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
+    allocator.tune()  # megabyte buffers from the heap, not a fresh mmap each (allocator.py)
     emulator = Emulator(settings)
     await emulator.start()
     stop = asyncio.Event()

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
-from . import losses, parity, repair
+from . import fast_read, losses, parity, repair
 from .api import DriveError, Member, MemberState, RaidLevel, RowLost, UnrecoverableRead, VolumeFailed
 from .layout import MIRRORED, Layout, Piece, StripeRoles, fault_tolerance
 
@@ -206,6 +206,10 @@ class RaidVolume:
             return b"", None
         self._begin()
         self._check_alive()
+        fast = fast_read.read(self, off, length)
+        if fast is not None:  # nothing to repair: straight from the members (fast_read.py)
+            # a fresh bytearray nobody mutates, handed on as the read's bytes (no megabyte copy)
+            return cast(bytes, fast), (self._report_lost() if record else None)
         if self._parity:
             parts = self._read_parity(off, length)
         else:
@@ -258,6 +262,20 @@ class RaidVolume:
         for m in self.members:
             if m.state is not MemberState.FAILED:
                 m.flush()
+
+    def sync_fds(self) -> list[int]:
+        """What flush() syncs, as duplicated fds for drive_io.sync_all (members that are not drives:
+        flushed here and now)."""
+        fds = []
+        for m in self.members:
+            if m.state is MemberState.FAILED:
+                continue
+            dup = getattr(m, "sync_fd", None)
+            if dup is None:
+                m.flush()
+            elif (fd := dup()) is not None:
+                fds.append(fd)
+        return fds
 
     # ---- mirrored and plain levels ----------------------------------------------------------
 

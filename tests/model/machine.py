@@ -19,9 +19,13 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import ClassVar
+from unittest import mock
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from firmware_model import drive_io
+from firmware_model.raid import fast_read
 
 from .driver import Config, Driver, Violation
 
@@ -58,8 +62,16 @@ class DataPathMachine(RuleBasedStateMachine):
         return self.d
 
     @initialize(members=st.integers(0, 1), stripe=st.sampled_from([16, 64, 256]), cache=st.booleans(),
-                two=st.booleans(), seed=st.integers(0, 1 << 30))
-    def setup(self, members: int, stripe: int, cache: bool, two: bool, seed: int) -> None:
+                two=st.booleans(), seed=st.integers(0, 1 << 30), fast=st.booleans())
+    def setup(self, members: int, stripe: int, cache: bool, two: bool, seed: int, fast: bool) -> None:
+        # fast: every read of 1 KiB or more takes the large-read fast path (raid/fast_read.py) through
+        # the drive-I/O threads, mirrored pieces split between copies at 4 KiB
+        self._fast = mock.patch.multiple(fast_read, FAST_MIN=1024 if fast else fast_read.FAST_MIN,
+                                         SPLIT_MIN=8192 if fast else fast_read.SPLIT_MIN,
+                                         SPLIT_ALIGN=4096 if fast else fast_read.SPLIT_ALIGN)
+        self._fast.start()
+        self._io = mock.patch.object(drive_io, "PARALLEL_MIN", 2048 if fast else drive_io.PARALLEL_MIN)
+        self._io.start()
         opts = MEMBERS[self.LEVEL]
         n = opts[members % len(opts)]
         self.tmp = Path(tempfile.mkdtemp(prefix=f"model-{self.LEVEL}-", dir=TMP))
@@ -217,6 +229,9 @@ class DataPathMachine(RuleBasedStateMachine):
                     self.broken = True
                     raise
         finally:
+            for patch in (getattr(self, "_fast", None), getattr(self, "_io", None)):
+                if patch is not None:
+                    patch.stop()
             if self.d is not None:
                 try:
                     self.d.close()
