@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
+from ..scsi.stepped import Wait
 from .write_cache import Volume, WriteCache
 
 
@@ -30,3 +33,6 @@ class CachedVolume:
 
     def flush_range(self, lba: int, count: int | None) -> None:
         self.cache.flush(self.lun, lba, count)
+
+    def flush_steps(self, lba: int, count: int | None) -> Generator[Wait, None, None]:
+        return self.cache.flush_steps(self.lun, lba, count)

@@ -9,6 +9,7 @@ from .layout import MIB
 
 RATIOS = (0, 25, 50, 75, 100)  # the read shares ACU offers, in percent
 STEP_BYTES = 4 * MIB  # background destage: at most this much per step
+FLUSH_STEP_LINES = 256  # SYNCHRONIZE CACHE run in steps: lines (4 KiB each) destaged per step
 DESTAGE_DELAY = 0.05  # seconds dirty data may wait before the background destage starts
 POPULATE_MAX_BLOCKS = 512  # reads up to 256 KiB fill the read cache; longer ones stream past
 

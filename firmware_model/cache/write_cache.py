@@ -12,12 +12,14 @@ from __future__ import annotations
 import errno
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import drive_io
 from ..clock import Clock
 from ..scsi.errors import ScsiError
+from ..scsi.stepped import Wait
 from ..scsi.types import BlockVolume
 from .cache_file import CacheFile
 from .index import _Line
@@ -31,7 +33,7 @@ from .layout import (
     RUNS,
     CacheError,
 )
-from .settings import DESTAGE_DELAY, POPULATE_MAX_BLOCKS, RATIOS, STEP_BYTES
+from .settings import DESTAGE_DELAY, FLUSH_STEP_LINES, POPULATE_MAX_BLOCKS, RATIOS, STEP_BYTES
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 RATE_WINDOW_S = 10  # SHOW GLOBALS' destage rate: bytes per second over this many seconds
@@ -457,25 +459,47 @@ class WriteCache(CacheFile):
 
     def flush(self, lun: int, lba: int = 0, count: int | None = None) -> None:
         """Unwritten data of `lun` (in [lba, lba+count) if given) to the drives, then fdatasync."""
+        keys = self._flush_keys(lun, lba, count)
+        if keys:
+            self._destage(keys)
+        self._flush_error(lun)
+        self.volumes[lun].flush()
+
+    def flush_steps(self, lun: int, lba: int = 0, count: int | None = None) -> Generator[Wait, None, None]:
+        """`flush` in steps (scsi/stepped.py): FLUSH_STEP_LINES lines destaged per step, then every
+        drive's fdatasync on the drive-I/O threads while the event loop serves other sessions."""
+        keys = self._flush_keys(lun, lba, count)
+        for i in range(0, len(keys), FLUSH_STEP_LINES):
+            batch = [k for k in keys[i:i + FLUSH_STEP_LINES] if k in self._dirty]  # not destaged meanwhile
+            if batch:
+                self._destage(batch)
+            yield None
+        self._flush_error(lun)
         vol = self.volumes[lun]
-        if self._dirty_per_lun.get(lun):
-            base = lun << LUN_SHIFT
-            if count is not None and count <= 4096:
-                if count > 0:
-                    keys = [base | i for i in range(lba >> 3, ((lba + count - 1) >> 3) + 1)
-                            if base | i in self._dirty]
-                else:
-                    keys = []
-            else:
-                lo = base | (lba >> 3)
-                hi = base | LINE_MASK if count is None else base | ((lba + count - 1) >> 3)
-                keys = [k for k in self._dirty if lo <= k <= hi]
-            if keys:
-                self._destage(keys)
-            err = self.errors.get(lun) or self.no_space.get(lun)
-            if err is not None and self._dirty_per_lun.get(lun):
-                raise err.with_traceback(None)
-        vol.flush()
+        fds = getattr(vol, "sync_fds", None)
+        if fds is None:
+            vol.flush()
+            return
+        done = drive_io.sync_all(fds())
+        yield done
+        done.result()  # an fdatasync's OSError, as flush() would raise it
+
+    def _flush_keys(self, lun: int, lba: int, count: int | None) -> list[int]:
+        if not self._dirty_per_lun.get(lun):
+            return []
+        base = lun << LUN_SHIFT
+        if count is not None and count <= 4096:
+            if count <= 0:
+                return []
+            return [base | i for i in range(lba >> 3, ((lba + count - 1) >> 3) + 1) if base | i in self._dirty]
+        lo = base | (lba >> 3)
+        hi = base | LINE_MASK if count is None else base | ((lba + count - 1) >> 3)
+        return [k for k in self._dirty if lo <= k <= hi]
+
+    def _flush_error(self, lun: int) -> None:
+        err = self.errors.get(lun) or self.no_space.get(lun)
+        if err is not None and self._dirty_per_lun.get(lun):
+            raise err.with_traceback(None)
 
     # ================================================================ losses
     def drop_lun(self, lun: int) -> int:

@@ -115,3 +115,10 @@ class LdVolume:
         self.ld.volume.flush()
         if self.ld.new_volume is not None:
             self.ld.new_volume.flush()
+
+    def sync_fds(self) -> list[int]:
+        """flush() as duplicated fds (drive_io.sync_all): both layouts during an expansion."""
+        fds = self.ld.volume.sync_fds()
+        if self.ld.new_volume is not None:
+            fds += self.ld.new_volume.sync_fds()
+        return fds

@@ -27,6 +27,7 @@ from firmware_model.scsi.constants import Asc, Opcode, SenseKey
 from firmware_model.scsi.errors import ScsiError
 from firmware_model.scsi.sense import build_sense
 from firmware_model.scsi.stats import op_name
+from firmware_model.scsi.stepped import Stepped, run_to_end
 from firmware_model.scsi.types import ScsiRequest, ScsiResult, Status
 
 Op = Opcode
@@ -282,6 +283,8 @@ class Injections:
         if kind is ErrorKind.DELAY:
             try:
                 real = run()
+                if isinstance(real, Stepped) and real.work is not None:  # a long command: all of it first
+                    real = run_to_end(real.work)
             except ScsiError as failed:
                 real = ScsiResult(Status.CHECK_CONDITION, b"", build_sense(failed, descriptor))
             return HeldResult(real.status, real.data, real.sense, hold_s=(inj.delay_ms or 0) / 1000.0)

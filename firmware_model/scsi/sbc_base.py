@@ -6,7 +6,7 @@ puts them together as `BlockUnit`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Generator
 
 from firmware_model.scsi.catalog import THIN, Block10, Block12, Block16
 from firmware_model.scsi.commands import CommandSet, Entry
@@ -20,6 +20,7 @@ from firmware_model.scsi.errors import (
 from firmware_model.scsi.mode import caching_page, control_page, informational_exceptions_page
 from firmware_model.scsi.reservations import Reservations
 from firmware_model.scsi.sense import build_sense
+from firmware_model.scsi.stepped import Wait
 from firmware_model.scsi.types import BlockVolume, Nexus, ScsiRequest, ScsiResult, Status
 from firmware_model.scsi.units import LogicalUnit, ReservationsLike
 
@@ -132,6 +133,15 @@ class BlockBase(LogicalUnit):
             self._flush_range(lba, count)
         else:
             self.volume.flush()
+
+    def _flush_steps(self, lba: int, count: int | None) -> Generator[Wait, None, None]:
+        """`_flush` in steps (stepped.py) where the volume can (the cache: destage, then the drives'
+        fdatasync off the event loop); at once where it cannot."""
+        steps = getattr(self.volume, "flush_steps", None)
+        if steps is None:
+            self._flush(lba, count)
+            return
+        yield from steps(lba, count)
 
     def _range(self, lba: int, count: int) -> None:
         if lba + count > self.volume.num_blocks:

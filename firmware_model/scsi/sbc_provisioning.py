@@ -22,6 +22,7 @@ from firmware_model.scsi.sbc_base import (
     MAX_WRITE_SAME_BLOCKS,
     BlockBase,
 )
+from firmware_model.scsi.stepped import Stepped, Work, run_to_end
 from firmware_model.scsi.types import ScsiRequest, ScsiResult, Status
 
 GOOD = Status.GOOD
@@ -70,15 +71,24 @@ class BlockProvisioning(BlockBase):
             vol.unmap(lba, count)
             return ScsiResult(GOOD)
         per = max(1, _CHUNK // bs)
+        work = self._write_same_steps(vol, lba, count, block * min(per, count))
+        if count <= per:  # one step: at once
+            return run_to_end(work)
+        return Stepped(work=work)  # megabytes: a step per MiB, other sessions served between (stepped.py)
+
+    def _write_same_steps(self, vol: Any, lba: int, count: int, chunk: bytes) -> Work:
+        bs = self.block_size
+        per = len(chunk) // bs
         pos = lba
         end = lba + count
-        chunk = block * min(per, count)
         while pos < end:
             n = min(per, end - pos)
-            vol.write(pos, chunk if n * bs == len(chunk) else chunk[: n * bs])
+            vol.write(pos, chunk if n == per else chunk[: n * bs])
             pos += n
+            if pos < end:
+                yield None
         if not self.mode.wce:
-            vol.flush()
+            yield from self._flush_steps(lba, count)
         return ScsiResult(GOOD)
 
     def unmap(self, req: ScsiRequest) -> ScsiResult:

@@ -29,6 +29,7 @@ from firmware_model.scsi.sbc_base import (
     MAX_TRANSFER_BLOCKS,
     BlockBase,
 )
+from firmware_model.scsi.stepped import Stepped, Work, run_to_end
 from firmware_model.scsi.types import ScsiRequest, ScsiResult, Status
 
 GOOD = Status.GOOD
@@ -86,7 +87,11 @@ class BlockReadWrite(BlockBase):
         if data:
             volume.write(lba, data)
         if fua or not self.mode.wce:
-            self._flush(lba, count)
+            return Stepped(work=self._synced(lba, count))  # the sync off the event loop (stepped.py)
+        return _OK(GOOD)
+
+    def _synced(self, lba: int, count: int | None) -> Work:
+        yield from self._flush_steps(lba, count)
         return _OK(GOOD)
 
     def read10(self, req: ScsiRequest) -> ScsiResult:
@@ -137,6 +142,8 @@ class BlockReadWrite(BlockBase):
         cdb = req.cdb
         lba, count, tl_byte = self._lba_len(cdb)
         res = self._write(req, lba, count, True, tl_byte)
+        if isinstance(res, Stepped) and res.work is not None:  # synced before the read-back, as always
+            res = run_to_end(res.work)
         if count and WriteVerifyFlags.bytchk(cdb):
             written = self._data(req, count * self.block_size, partial=True)
             back = self.volume.read(lba, count)[: len(written)]
@@ -210,8 +217,7 @@ class BlockReadWrite(BlockBase):
     def synchronize_cache(self, req: ScsiRequest) -> ScsiResult:
         lba, count, _ = self._lba_len(req.cdb)
         self._range(lba, count)
-        self._flush(lba, count or None)  # 0: to the last LBA
-        return _OK(GOOD)
+        return Stepped(work=self._synced(lba, count or None))  # 0: to the last LBA
 
     def prefetch(self, req: ScsiRequest) -> ScsiResult:
         """CONDITION MET when the range fits in the cache, GOOD when it does not."""

@@ -20,6 +20,7 @@ from firmware_model.scsi.identity import TargetIdentity
 from firmware_model.scsi.injection import Injections
 from firmware_model.scsi.sense import build_sense, sense_for
 from firmware_model.scsi.stats import TargetStats
+from firmware_model.scsi.stepped import Stepped, Wait, run_to_end
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult, Status
 from firmware_model.scsi.units import LogicalUnit, NoUnit
 
@@ -223,10 +224,45 @@ class ScsiTarget:
     # ------------------------------------------------------------ execute
     def execute(self, req: ScsiRequest) -> ScsiResult:
         result = self._execute(req)
+        if isinstance(result, Stepped):  # a long command (stepped.py): recorded when it ends
+            if req.may_step:
+                return result
+            assert result.work is not None
+            result = run_to_end(result.work)
+        return self._done(req, result)
+
+    def _done(self, req: ScsiRequest, result: ScsiResult) -> ScsiResult:
         self.stats.record(req, result)  # once per command, whatever the answer
         if self.observer is not None:  # a recording: one test on the fast path when there is none
             self.observer(req, result)
         return result
+
+    def resume(self, req: ScsiRequest, stepped: Stepped) -> ScsiResult | Wait:
+        """The next step of a Stepped command: its final result, or what to wait for first (stepped.py).
+
+        Admitted again first, as a new command would be: a reservation conflict, or a port the
+        RSO or ALUA state now fences, ends it here (what earlier steps wrote stays)."""
+        work = stepped.work
+        assert work is not None
+        unit = self.luns.get(req.lun) or self._nounit
+        try:
+            entry = unit.lookup(req.cdb)
+            if not unit.present or entry is None:
+                raise illegal(Asc.LOGICAL_UNIT_NOT_SUPPORTED)
+            gate = self._gate.get(req.nexus.port) if self._gate else None
+            if gate is not None and gate[0] not in entry.alua:
+                raise gate[1]
+            res = unit.reservations
+            if res is not None and res.conflict(req.nexus, req.cdb, entry.access):
+                work.close()
+                return self._done(req, ScsiResult(Status.RESERVATION_CONFLICT))
+            try:
+                return next(work)
+            except StopIteration as end:
+                return self._done(req, end.value)
+        except Exception as exc:
+            work.close()
+            return self._done(req, self._failed(req, unit, exc))
 
     def _execute(self, req: ScsiRequest) -> ScsiResult:
         unit = self.luns.get(req.lun) or self._nounit
@@ -260,24 +296,27 @@ class ScsiTarget:
                 if injected is not None:
                     return injected
             return unit.dispatch(req, entry)
-        except ScsiError as err:
-            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(err, unit.d_sense))
-        except OSError as exc:
+        except Exception as exc:
+            return self._failed(req, unit, exc)
+
+    def _failed(self, req: ScsiRequest, unit: LogicalUnit, exc: Exception) -> ScsiResult:
+        """The answer to a command that raised: its sense, or INTERNAL TARGET FAILURE (logged once)."""
+        if isinstance(exc, ScsiError):
+            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(exc, unit.d_sense))
+        op = req.cdb[0] if req.cdb else -1
+        if isinstance(exc, OSError):
             # The emulator's own storage refused (ENOSPC, EIO on a drive image): INTERNAL TARGET
             # FAILURE as for any fault of the target, logged once per kind, without a traceback.
-            op = req.cdb[0] if req.cdb else -1
             key = (f"{type(unit).__name__} errno {exc.errno}", op)
             if key not in self._logged:
                 self._logged.add(key)
                 log.error("opcode %#x on LUN %d failed: %s", op, req.lun, exc)
-            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(internal_target_failure(), unit.d_sense))
-        except Exception:
-            op = req.cdb[0] if req.cdb else -1
+        else:
             key = (type(unit).__name__, op)
             if key not in self._logged:
                 self._logged.add(key)
-                log.exception("internal error executing opcode %#x on LUN %d", op, req.lun)
-            return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(internal_target_failure(), unit.d_sense))
+                log.error("internal error executing opcode %#x on LUN %d", op, req.lun, exc_info=exc)
+        return ScsiResult(Status.CHECK_CONDITION, b"", build_sense(internal_target_failure(), unit.d_sense))
 
     def check_data_out(self, req: ScsiRequest) -> ScsiResult | None:
         """The answer to a command whose expected data-out no unit could take, or None to go on.

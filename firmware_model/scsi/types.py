@@ -62,6 +62,8 @@ class ScsiRequest:
     # Set by the firmware when it consumes data-out: the length the CDB asks for (SPC's
     # SPDTL), so the transport can report residuals against what the command wanted.
     spdtl: int | None = None
+    # Set by a transport that can run a long command in steps (scsi/stepped.py).
+    may_step: bool = False
 
 
 class BlockVolume(Protocol):

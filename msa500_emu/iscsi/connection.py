@@ -18,7 +18,8 @@ from time import perf_counter_ns
 
 from firmware_model.lun_address import decode_lun
 from firmware_model.scsi.injection import HeldResult
-from firmware_model.scsi.types import DataDirection, ScsiRequest, Status
+from firmware_model.scsi.stepped import Stepped
+from firmware_model.scsi.types import DataDirection, ScsiRequest, ScsiResult, Status
 
 from .constants import BHS_LEN, RESERVED_TAG, LoginStatus, Op, RejectReason
 from .control import logout, nop_out, text
@@ -29,6 +30,7 @@ from .params import TARGET_MAX_RECV_DSL
 from .pdu import FramingError, Pdu, PduReader, encode, extended_cdb, u32
 from .repeat_log import RepeatLog
 from .response import ResponseWriter
+from .stepping import Running, Stepping
 from .task_mgmt import task_management
 
 log = logging.getLogger("msa500_emu.iscsi")
@@ -40,7 +42,7 @@ OUTPUT_LOW_WATER = 1 << 20
 __all__ = ["OUTPUT_HIGH_WATER", "OUTPUT_LOW_WATER", "Connection", "decode_lun", "sn_lt"]
 
 
-class Connection(DataOut, ResponseWriter):
+class Connection(DataOut, Stepping, ResponseWriter):
     """The target side of one TCP connection: login, then one session's full feature phase."""
 
     def __init__(self, node: TargetNode, portal: PortalInfo, now: Callable[[], float]) -> None:
@@ -125,7 +127,7 @@ class Connection(DataOut, ResponseWriter):
     @property
     def busy(self) -> int:
         """Commands received but not finished: waiting for data-out, or for their response."""
-        return len(self.tasks) + len(self.deferred) + len(self.stalled)
+        return len(self.tasks) + len(self.deferred) + len(self.stalled) + (self.stepping is not None)
 
     def connection_lost(self) -> None:
         self.repeats.flush()
@@ -135,6 +137,7 @@ class Connection(DataOut, ResponseWriter):
         s = self.session
         self.tasks.clear()
         self.stalled.clear()
+        self._stop_stepping()
         if s is not None and s.connection is self:
             s.connection = None
             self.node.end_session(s, self.close_reason or "connection closed by initiator")
@@ -146,6 +149,7 @@ class Connection(DataOut, ResponseWriter):
             self.close_after_flush = True
             self.tasks.clear()
             self.stalled.clear()
+            self._stop_stepping()
             self.wakeup()
 
     def next_deadline(self) -> float:
@@ -284,20 +288,12 @@ class Connection(DataOut, ResponseWriter):
         if pdu.immediate:
             self._execute_ordered(pdu)
             return
-        if cmd_sn == s.exp_cmd_sn and not sn_lt(s.max_cmd_sn, cmd_sn):  # not when the window is shut
-            s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
+        if cmd_sn == s.exp_cmd_sn and not sn_lt(s.max_cmd_sn, cmd_sn) and self.stepping is None:
+            s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF  # (not when the window is shut)
             self._execute_ordered(pdu)
-            while not self.closed:
-                if s.exp_cmd_sn in self.skip_sns:  # aborted before it arrived: counts as received
-                    self.skip_sns.discard(s.exp_cmd_sn)
-                    self.held.pop(s.exp_cmd_sn, None)
-                elif s.exp_cmd_sn in self.held:
-                    self._execute_ordered(self.held.pop(s.exp_cmd_sn))
-                else:
-                    break
-                s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
+            self._drain_held()
             return
-        if sn_lt(s.exp_cmd_sn, cmd_sn) and not sn_lt(s.max_cmd_sn, cmd_sn):
+        if not sn_lt(cmd_sn, s.exp_cmd_sn) and not sn_lt(s.max_cmd_sn, cmd_sn):  # later, or behind a stepping one
             if len(self.held) < self.node.config.cmd_window:
                 self.held[cmd_sn] = pdu
             return
@@ -306,6 +302,20 @@ class Connection(DataOut, ResponseWriter):
             "dropping opcode 0x%02x with CmdSN %d outside window %d..%d",
             pdu.opcode, cmd_sn, s.exp_cmd_sn, s.max_cmd_sn,
         )
+
+    def _drain_held(self) -> None:
+        """The commands held for CmdSN order that can run now (none while one runs in steps)."""
+        s = self.session
+        assert s is not None
+        while not self.closed and self.stepping is None:
+            if s.exp_cmd_sn in self.skip_sns:  # aborted before it arrived: counts as received
+                self.skip_sns.discard(s.exp_cmd_sn)
+                self.held.pop(s.exp_cmd_sn, None)
+            elif s.exp_cmd_sn in self.held:
+                self._execute_ordered(self.held.pop(s.exp_cmd_sn))
+            else:
+                break
+            s.exp_cmd_sn = (s.exp_cmd_sn + 1) & 0xFFFFFFFF
 
     def _execute_ordered(self, pdu: Pdu) -> None:
         op = pdu.opcode
@@ -390,9 +400,17 @@ class Connection(DataOut, ResponseWriter):
              attr: int, data: bytes | bytearray | memoryview, started: int) -> None:
         s = self.session
         assert s is not None
-        req = ScsiRequest(s.nexus, lun, cdb, data, edtl, direction, attr)
+        req = ScsiRequest(s.nexus, lun, cdb, data, edtl, direction, attr, may_step=self.can_step)
         result = self.node.scsi.execute(req)
+        if isinstance(result, Stepped):  # a long command: stepped by the shell (stepping.py)
+            self._start_stepping(Running(itt, lun, req, result, edtl, direction, started))
+            return
         wanted = req.spdtl if direction == DataDirection.WRITE else None
+        self._answer(itt, lun, result, edtl, direction, wanted, started)
+
+    def _answer(self, itt: int, lun: int, result: ScsiResult, edtl: int, direction: DataDirection,
+                wanted: int | None, started: int) -> None:
+        """A command's response: now, or held back (injected TIMEOUT/DELAY, drive latency)."""
         delay = self.node.lun_delay.get(lun) if self.node.lun_delay else None
         if isinstance(result, HeldResult):  # an injected TIMEOUT (never answered) or DELAY
             if result.hold_s is None:
@@ -424,6 +442,8 @@ class Connection(DataOut, ResponseWriter):
         assert s is not None
         if itt in self.tasks:
             self._drop_task(itt)
+        elif self._stop_stepping(itt=itt):
+            pass
         elif itt in self.stalled:
             del self.stalled[itt]
         elif itt in {p.itt for p in self.held.values()}:
@@ -439,6 +459,7 @@ class Connection(DataOut, ResponseWriter):
         """Forget every task (target reset) without soliciting more data-out."""
         self.tasks.clear()
         self.stalled.clear()
+        self._stop_stepping()
 
     def abort_tasks(self, lun: int | None) -> None:
         """Forget the tasks of `lun` (None: all), every one of them before any other gets an R2T."""
@@ -446,4 +467,5 @@ class Connection(DataOut, ResponseWriter):
             del self.tasks[itt]
         for itt in [i for i, at in self.stalled.items() if lun is None or at == lun]:
             del self.stalled[itt]
+        self._stop_stepping(lun=lun)
         self._resume_starved()

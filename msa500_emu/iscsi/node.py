@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from firmware_model.scsi.stats import TargetStats
+from firmware_model.scsi.stepped import Stepped, Wait
 from firmware_model.scsi.types import Nexus, ScsiRequest, ScsiResult
 
 from .chap import ChapConfig, RecentChallenges
@@ -26,6 +27,10 @@ class ScsiExecutor(Protocol):
     """What the transport needs from the firmware (firmware_model.scsi.target.ScsiTarget)."""
 
     def execute(self, req: ScsiRequest) -> ScsiResult: ...
+
+    def resume(self, req: ScsiRequest, stepped: Stepped) -> ScsiResult | Wait:
+        """The next step of a command whose answer was Stepped (firmware_model/scsi/stepped.py)."""
+        ...
 
     def check_data_out(self, req: ScsiRequest) -> ScsiResult | None:
         """CHECK CONDITION for an expected data-out no unit could take, before any is buffered."""

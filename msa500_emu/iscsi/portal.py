@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+from concurrent.futures import Future
 
 from .connection import OUTPUT_HIGH_WATER, OUTPUT_LOW_WATER, Connection
 from .node import PortalInfo, TargetNode
@@ -37,6 +38,9 @@ class PortalProtocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.conn = Connection(self.node, self.portal, self.loop.time)
         self.conn.wakeup = self._flush_soon
+        self.conn.can_step = True  # long commands in steps, other connections served between (stepping.py)
+        self.conn.step_soon = self._step_soon
+        self._step_pending = False
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.peer = "?"
@@ -143,6 +147,28 @@ class PortalProtocol(asyncio.Protocol):
         if not self._flush_pending:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
+
+    def _step_soon(self) -> None:
+        if not self._step_pending:
+            self._step_pending = True
+            self.loop.call_soon(self._step)
+
+    def _step(self) -> None:
+        """One step of the connection's long command, then the output; the next at the next turn."""
+        self._step_pending = False
+        if self.transport is None:
+            return
+        more = self.conn.step()
+        self._flush()
+        self._after_input()
+        if isinstance(more, Future):  # an fdatasync on a drive-I/O thread: go on when it is done
+            asyncio.wrap_future(more, loop=self.loop).add_done_callback(self._waited)
+        elif more:
+            self._step_soon()
+
+    def _waited(self, done: asyncio.Future[None]) -> None:
+        done.exception()  # the step that waited reads the outcome itself
+        self._step_soon()
 
     def _flush(self) -> None:
         self._flush_pending = False
