@@ -245,9 +245,11 @@ class ScsiTarget:
         work = stepped.work
         assert work is not None
         unit = self.luns.get(req.lun) or self._nounit
+        if self.visibility is not None and req.lun and not self.visibility(req.nexus, req.lun):
+            unit = self._nounit  # no longer presented to this host (its ACL changed meanwhile)
         try:
-            entry = unit.lookup(req.cdb)
-            if not unit.present or entry is None:
+            entry = unit.lookup(req.cdb) if unit.present else None
+            if entry is None:
                 raise illegal(Asc.LOGICAL_UNIT_NOT_SUPPORTED)
             gate = self._gate.get(req.nexus.port) if self._gate else None
             if gate is not None and gate[0] not in entry.alua:
