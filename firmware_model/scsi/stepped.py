@@ -29,6 +29,7 @@ class Stepped(ScsiResult):
     """The answer of a command still running: `work` yields between steps and returns its result."""
 
     work: Work | None = None
+    unit: object = None  # the logical unit it runs on (set by the target)
 
 
 def run_to_end(work: Work) -> ScsiResult:

@@ -247,6 +247,10 @@ class ScsiTarget:
         unit = self.luns.get(req.lun) or self._nounit
         if self.visibility is not None and req.lun and not self.visibility(req.nexus, req.lun):
             unit = self._nounit  # no longer presented to this host (its ACL changed meanwhile)
+        if stepped.unit is not None and stepped.unit is not unit:  # a restore or reset in between
+            work.close()
+            return self._done(req, ScsiResult(Status.CHECK_CONDITION, b"", sense_for(
+                SenseKey.UNIT_ATTENTION, Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET, unit.d_sense)))
         try:
             entry = unit.lookup(req.cdb) if unit.present else None
             if entry is None:
@@ -297,7 +301,10 @@ class ScsiTarget:
                 injected = self.injections.answer(req, unit.d_sense, lambda: unit.dispatch(req, entry))
                 if injected is not None:
                     return injected
-            return unit.dispatch(req, entry)
+            result = unit.dispatch(req, entry)
+            if isinstance(result, Stepped):
+                result.unit = unit  # resume() ends it if a controller reset replaced the unit meanwhile
+            return result
         except Exception as exc:
             return self._failed(req, unit, exc)
 

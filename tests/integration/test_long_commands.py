@@ -167,3 +167,23 @@ def test_synchronize_cache_puts_cached_writes_on_the_drives(arr: RunningArray) -
     assert r.status == 0
     assert dirty_bytes(arr.describe()) == [0], "SYNCHRONIZE CACHE left unwritten data in the cache"
     assert a.read(1, base + 15 * 2048, 2048) == blob
+
+
+def test_a_snapshot_restore_mid_write_same_ends_it_with_a_reset_unit_attention(arr: RunningArray) -> None:
+    """A controller reset (RESTORE reopens the controller) ends the command in progress: its answer is
+    the reset's unit attention (or GOOD if it ended first), the session goes on, the data is the snapshot's."""
+    a = arr.initiator(1, "iqn.2026-12.test:restore")
+    start = 5 * WS_BLOCKS
+    before = digest(a, start, WS_BLOCKS)
+    arr.ctl("SNAPSHOT", "SAVE", "mid")
+    a.clear_unit_attentions(1)
+    send_ws(a, start)
+    time.sleep(0.02)
+    arr.ctl("SNAPSHOT", "RESTORE", "mid")
+    rsp = response(a)
+    if rsp.bhs[3] != 0:
+        sense = bytes(rsp.data[2:])
+        assert rsp.bhs[3] == 0x02 and sense[2] & 0x0F == 0x06 and sense[12] == 0x29, sense.hex()
+    a.clear_unit_attentions(1)
+    assert digest(a, start, WS_BLOCKS) == before  # the snapshot's data, none of the WRITE SAME's
+    arr.ctl("SNAPSHOT", "DELETE", "mid")
