@@ -19,14 +19,25 @@ if TYPE_CHECKING:
 class AluaLink:
     def __init__(self, c: Controller) -> None:
         self.c = c
+        # NVRAM's section as read, until the target exists: a save during start-up (a crash's
+        # interrupted writes replayed over a media error remap the drive, which saves NVRAM)
+        # must write it back unchanged, not fail for want of the target
+        self.loaded: dict[str, Any] = {}
+
+    def remember(self, raw: dict[str, Any] | None) -> None:
+        self.loaded = dict(raw or {})
 
     def load(self, raw: dict[str, Any] | None) -> None:
         """The transition time from NVRAM (checked by nvram_check before this runs)."""
+        self.remember(raw)
         if raw:
             self.c.target.alua.set_transition(float(raw.get("transition_ms", 0)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"transition_ms": round(self.c.target.alua.transition_s * 1000, 3)}
+        target = getattr(self.c, "target", None)
+        if target is None:
+            return dict(self.loaded)
+        return {"transition_ms": round(target.alua.transition_s * 1000, 3)}
 
     def status(self) -> dict[str, Any]:
         """Each port's reported, wanted and fault state, and the transition time."""

@@ -100,6 +100,7 @@ class Controller:
         self.access = Access(self)
         self.enclosure.on_remap = self.drive_events.media_remapped
         nvram = self.nvram.load()
+        self.alua_link.remember((nvram or {}).get("alua"))  # a save before the target exists keeps it
         # Recovery Server Option: settings and fence from NVRAM, wired to the log and the ALUA gate.
         self.rso = Rso(self.clock, on_event=self.rso_link.event, on_change=self.rso_link.changed)
         self.rso.load((nvram or {}).get("rso"))

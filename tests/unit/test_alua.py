@@ -247,3 +247,15 @@ def test_the_transition_time_survives_a_restart(env: Clocked, tmp_path: Path) ->
     assert again.alua_status()["transition_ms"] == 750
     assert again.alua_status()["tpgs"] == "implicit"
     again.close()
+
+
+def test_an_nvram_save_during_start_up_keeps_the_alua_section() -> None:
+    """Start-up can save NVRAM before the SCSI target exists (interrupted writes replayed after a
+    crash remap a media error): the ALUA section read from NVRAM is written back as it was."""
+    from types import SimpleNamespace
+
+    from firmware_model.controller.alua_link import AluaLink
+
+    link = AluaLink(SimpleNamespace())  # type: ignore[arg-type]  # a controller without its target yet
+    link.remember({"transition_ms": 250.0})
+    assert link.to_dict() == {"transition_ms": 250.0}
