@@ -21,6 +21,7 @@ from msa500_emu.iscsi.pdu import Pdu
 from msa500_emu.testing.launch import RunningArray
 
 from ..conftest import start_array
+from .test_aptpl_iscsi import prout
 
 pytestmark = pytest.mark.slow
 
@@ -78,11 +79,6 @@ def dirty_bytes(tree: object) -> list[int]:
     if isinstance(tree, list):
         return [x for v in tree for x in dirty_bytes(v)]
     return []
-
-
-def prout(ini: Initiator, sa: int, key: int, sa_key: int = 0, pr_type: int = 0) -> int:
-    cdb = bytes((0x5F, sa, pr_type, 0, 0, 0, 0, 0, 24, 0))
-    return ini.scsi(1, cdb, data=key.to_bytes(8, "big") + sa_key.to_bytes(8, "big") + bytes(8)).status
 
 
 def test_another_session_is_served_while_a_write_same_runs(arr: RunningArray) -> None:
