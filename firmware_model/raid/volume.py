@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Literal, Protocol, cast
 
-from . import fast_read, losses, parity, repair
+from . import fast_read, fast_write, losses, parity, repair
 from .api import DriveError, Member, MemberState, RaidLevel, RowLost, UnrecoverableRead, VolumeFailed
 from .layout import MIRRORED, Layout, Piece, StripeRoles, fault_tolerance
 
@@ -104,6 +104,11 @@ class RaidVolume:
     def per_member_bytes(self) -> int:
         """Bytes of each member this logical drive occupies (whole stripes)."""
         return self.layout.per_member_bytes(self.size_bytes)
+
+    @property
+    def full_stripe_blocks(self) -> int:
+        """Blocks of one whole stripe of a parity level (written without reading back); 0 otherwise."""
+        return self.layout.stripe_data_bytes // self.block_size if self._parity else 0
 
     def _span(self, lba: int, count: int) -> tuple[int, int]:
         if lba < 0 or count < 0 or lba + count > self._num_blocks:
@@ -230,7 +235,8 @@ class RaidVolume:
         self._begin()
         self._check_alive()
         if self.journal is None or not self._parity or not self._lost():
-            self._write_bytes(off, mv, force_rcw=False)
+            if not fast_write.write(self, off, mv):  # large: members written in parallel (fast_write.py)
+                self._write_bytes(off, mv, force_rcw=False)
         else:
             self._deferred = []
             try:
@@ -239,9 +245,12 @@ class RaidVolume:
             finally:
                 self._deferred = None
             self.journal.record([(m, self.base_offset + o, d) for m, o, d in writes])
-            for m, o, d in writes:
-                if self._writable(m):
-                    self._write_member(m, o, d)
+            if len(mv) >= fast_write.FAST_MIN:
+                fast_write.apply(self, writes)
+            else:
+                for m, o, d in writes:
+                    if self._writable(m):
+                        self._write_member(m, o, d)
             self.journal.clear()
         self._report_lost()
 
