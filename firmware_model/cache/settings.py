@@ -11,7 +11,8 @@ RATIOS = (0, 25, 50, 75, 100)  # the read shares ACU offers, in percent
 STEP_BYTES = 4 * MIB  # background destage: at most this much per step
 # Smart Array's write cache bypass threshold: a write this large (1 MiB) or larger goes straight to
 # the drives (write-through: on the drive images when it is acknowledged), as a streaming write
-# gains nothing from the cache and costs a copy in and a destage out (scripts/bench --shelf).
+# gains nothing from the cache and costs a copy in and a destage out (scripts/bench --shelf). On a
+# parity volume only its whole stripes do: the partial ones at its ends are cached like any write.
 BYPASS_BLOCKS = 2048
 FLUSH_STEP_LINES = 256  # SYNCHRONIZE CACHE run in steps: lines (4 KiB each) destaged per step
 DESTAGE_DELAY = 0.05  # seconds dirty data may wait before the background destage starts

@@ -229,7 +229,10 @@ class WriteCache(CacheFile):
             return
         first = lba >> 3
         last = (lba + count - 1) >> 3
-        if not self.write_back or last - first + 1 > self.max_dirty // 2 or count >= BYPASS_BLOCKS:
+        if self.write_back and count >= BYPASS_BLOCKS:
+            self._bypass(lun, lba, mv)
+            return
+        if not self.write_back or last - first + 1 > self.max_dirty // 2:
             self._write_through(lun, lba, mv)
             return
         self.write_blocks += count
@@ -286,6 +289,25 @@ class WriteCache(CacheFile):
             mm[d + s * BLOCK : d + e * BLOCK] = chunk
             self._seal(key, line)
             self._set_dirty(key)
+
+    def _bypass(self, lun: int, lba: int, mv: memoryview) -> None:
+        """A write past the cache (BYPASS_BLOCKS or more): its whole stripes go straight to the drives.
+
+        On a parity volume the partial stripes at either end stay in the cache, where the next write
+        of a stream completes them, so the destage writes whole stripes and neither write reads old
+        data or parity back (full-stripe coalescing, as Smart Array's cache does)."""
+        count = len(mv) // BLOCK
+        whole = getattr(self.volumes[lun], "full_stripe_blocks", 0)
+        head = -lba % whole if whole else 0
+        tail = (lba + count) % whole if whole else 0
+        if not (head or tail) or count - head - tail < whole:
+            self._write_through(lun, lba, mv)
+            return
+        if head:
+            self.write(lun, lba, mv[: head * BLOCK])
+        self._write_through(lun, lba + head, mv[head * BLOCK : (count - tail) * BLOCK])
+        if tail:
+            self.write(lun, lba + count - tail, mv[(count - tail) * BLOCK :])
 
     def _write_through(self, lun: int, lba: int, mv: memoryview) -> None:
         """Straight to the drives; cached lines of the range are written out first, then dropped."""

@@ -59,6 +59,12 @@ class LdVolume:
     def num_blocks(self) -> int:
         return self.ld.cfg.num_blocks
 
+    @property
+    def full_stripe_blocks(self) -> int:
+        """The RAID volume's whole stripe in blocks (0: not a parity level, or two layouts while expanding)."""
+        ld = self.ld
+        return 0 if ld.new_volume is not None else ld.volume.full_stripe_blocks
+
     def read(self, lba: int, count: int) -> bytes:
         ld = self.ld
         if ld.state is UnitState.FAILED:

@@ -265,6 +265,42 @@ def test_destage_coalesces_shuffled_writes_into_full_stripes(env: Clocked, tmp_p
     assert on_drives(c, 2, stripe_blocks, 4 * stripe_blocks) == data
 
 
+def test_a_stream_past_the_cache_writes_whole_stripes_and_reads_nothing_back(env: Clocked, tmp_path: Path) -> None:
+    # 1 MiB writes bypass the cache (cache/settings.py BYPASS_BLOCKS); on RAID 5 (3 data members x
+    # 16 KiB: 96 blocks a stripe, which 2048 is not a multiple of) only their whole stripes do: the
+    # partial ones at either end are cached, and the next write of the stream completes them
+    c = env.open(tmp_path, cache_spec())
+    stripe_blocks = 3 * 16 * 1024 // 512
+    drives = [c.enclosure.bays[b] for b in (3, 4, 5, 6)]
+    member_reads = 0
+
+    def wrap(f: Any) -> Any:
+        def r(off: int, n: int) -> bytes:
+            nonlocal member_reads
+            member_reads += 1
+            return f(off, n)
+        return r
+
+    for d in drives:
+        d.read = wrap(d.read)  # type: ignore[union-attr, method-assign]
+    data = pattern(11, 6 * MIB)
+    cached = 0
+    for i in range(6):
+        lba, end = i * 2048, (i + 1) * 2048
+        assert write(c, 2, lba, data[i * MIB : (i + 1) * MIB]).status == Status.GOOD
+        head, tail = -lba % stripe_blocks, end % stripe_blocks
+        a, b = lba + head, end - tail
+        assert on_drives(c, 2, a, b - a) == data[a * 512 : b * 512]  # its whole stripes: on the drives now
+        cached += head + tail
+        assert c.cache_stats()["dirty_bytes"] == cached * 512  # its partial ones: in the cache
+    assert member_reads == 0
+    assert 6 * 2048 % stripe_blocks == 0  # the stream ends on a stripe boundary: every partial one completed
+    run_idle(c, env.clock)
+    assert c.cache_stats()["dirty_bytes"] == 0
+    assert member_reads == 0  # whole stripes only, the destaged ones too: no read-modify-write
+    assert on_drives(c, 2, 0, 6 * 2048) == data
+
+
 def test_a_full_cache_destages_just_enough_inline(env: Clocked, tmp_path: Path) -> None:
     c = env.open(tmp_path, cache_spec(size_mb=1, ratio_read_percent=50))  # 256 lines, ~112 dirty
     limit = c.cache.max_dirty
