@@ -35,20 +35,42 @@ LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_conformance_vs_tgt(tmp_path: Path, layout: str) -> None:
+def _tool() -> Path:
     need("iscsi-test-cu")
     need("tgtd")
     tool = SHARED_TOOLS / "conformance"
     if not tool.exists():
         pytest.fail(f"{tool} missing (shared/tools is laid beside the checkout)")
+    return tool
+
+
+@pytest.fixture(scope="module")
+def tgt_summary() -> dict[str, int]:
+    """tgt's result, run once for every layout (its LUN, a 1 GiB file, is the same for all of them):
+    what `conformance URL --second URL2 --vs-tgt` runs against tgt, in this same pytest run."""
+    tool = _tool()
+    url = subprocess.run([str(SHARED_TOOLS / "peer-tgt"), "start", "3270", "1G"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.strip()
+    try:
+        out = subprocess.run(["bash", str(tool), url, "--second", url], capture_output=True, text=True,
+                             timeout=1500, check=False)
+    finally:
+        subprocess.run([str(SHARED_TOOLS / "peer-tgt"), "stop", "3270"], capture_output=True, timeout=60,
+                       check=False)
+    print("tgt:  " + out.stdout.removeprefix("this: "))
+    return _summary(out.stdout, "this")
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_conformance_vs_tgt(tmp_path: Path, layout: str, tgt_summary: dict[str, int]) -> None:
+    tool = _tool()
     cfg = tmp_path / "conf.toml"
     cfg.write_text(LAYOUTS[layout])
     arr = start_array(tmp_path / "state", cfg)
     ours_log = tmp_path / "ours.log"
     try:
         out = subprocess.run(
-            ["bash", str(tool), arr.url(1, 1), "--second", arr.url(2, 1), "--vs-tgt", "--keep", str(ours_log)],
+            ["bash", str(tool), arr.url(1, 1), "--second", arr.url(2, 1), "--keep", str(ours_log)],
             capture_output=True, text=True, timeout=1500, check=False,
         )
     finally:
@@ -58,6 +80,6 @@ def test_conformance_vs_tgt(tmp_path: Path, layout: str) -> None:
     listing = subprocess.run([str(SHARED_TOOLS / "testcu-summary"), str(ours_log), "--list", "fail"],
                              capture_output=True, text=True, check=False)
     print("our failures:\n" + listing.stdout)
-    ours, tgt = _summary(out.stdout, "this"), _summary(out.stdout, "tgt")
+    ours, tgt = _summary(out.stdout, "this"), tgt_summary
     assert ours["fail"] <= tgt["fail"], f"ours {ours} vs tgt {tgt}"
     assert ours["pass"] >= tgt["pass"], f"ours {ours} vs tgt {tgt}"
