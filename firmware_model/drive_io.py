@@ -1,4 +1,4 @@
-"""Drive I/O on more than one core: preads and pwrites that release the GIL, run by a small pool.
+"""Drive reads on more than one core: preads that release the GIL, run by a small thread pool.
 
 The firmware is single-threaded: the caller (the event loop's thread) plans a read, checks every
 drive it touches (present, not failed, no media error in range) and then waits here while the
@@ -6,15 +6,11 @@ preads run, so no firmware state is touched by two threads and no image is close
 What runs in parallel is the kernel's side (copying page-cache pages, or allocating the pages of a
 sparse image's holes), which is most of a large read's cost. One task per drive file: one drive's
 ranges are read in order, different drives' at the same time.
-
-Large writes (`run_groups`) go the same way: one task per drive runs that drive's writes in order,
-each drive's state touched only by its own task while the caller waits for all of them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 PARALLEL_MIN = 128 * 1024  # bytes: below this the thread handoff costs more than it gains
@@ -66,29 +62,6 @@ def read_all(jobs: list[ReadJob]) -> None:
             f.result()
         except OSError as exc:
             error = error or exc
-    if error is not None:
-        raise error
-
-
-def run_groups(groups: list[Callable[[], None]]) -> None:
-    """Run every group (one drive's writes, in their order) at the same time; return when all have
-    ended. The caller's thread runs one itself. The first exception any group raised is raised here
-    (a BaseException too: a test's simulated kill -9 ends the caller as it would on one thread)."""
-    if len(groups) < 2:
-        for g in groups:
-            g()
-        return
-    pool = _executor()
-    futures: list[Future[None]] = [pool.submit(g) for g in groups[1:]]
-    error: BaseException | None = None
-    try:
-        groups[0]()
-    except BaseException as exc:  # the others are waited for first; raised below
-        error = exc
-    for f in futures:  # every one ended before returning: none writes a buffer the caller reuses
-        exc2 = f.exception()
-        if exc2 is not None and error is None:
-            error = exc2
     if error is not None:
         raise error
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Literal, Protocol, cast
 
-from . import fast_read, fast_write, losses, parity, repair
+from . import fast_read, losses, parity, repair
 from .api import DriveError, Member, MemberState, RaidLevel, RowLost, UnrecoverableRead, VolumeFailed
 from .layout import MIRRORED, Layout, Piece, StripeRoles, fault_tolerance
 
@@ -235,8 +235,7 @@ class RaidVolume:
         self._begin()
         self._check_alive()
         if self.journal is None or not self._parity or not self._lost():
-            if not fast_write.write(self, off, mv):  # large: members written in parallel (fast_write.py)
-                self._write_bytes(off, mv, force_rcw=False)
+            self._write_bytes(off, mv, force_rcw=False)
         else:
             self._deferred = []
             try:
@@ -245,12 +244,9 @@ class RaidVolume:
             finally:
                 self._deferred = None
             self.journal.record([(m, self.base_offset + o, d) for m, o, d in writes])
-            if len(mv) >= fast_write.FAST_MIN:
-                fast_write.apply(self, writes)
-            else:
-                for m, o, d in writes:
-                    if self._writable(m):
-                        self._write_member(m, o, d)
+            for m, o, d in writes:
+                if self._writable(m):
+                    self._write_member(m, o, d)
             self.journal.clear()
         self._report_lost()
 

@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from firmware_model import drive_io
 from firmware_model.cache import write_cache
-from firmware_model.raid import fast_read, fast_write
+from firmware_model.raid import fast_read
 
 from .driver import Config, Driver, Violation
 
@@ -73,10 +73,7 @@ class DataPathMachine(RuleBasedStateMachine):
         self._fast.start()
         self._io = mock.patch.object(drive_io, "PARALLEL_MIN", 2048 if fast else drive_io.PARALLEL_MIN)
         self._io.start()
-        # and every write of 1 KiB or more is planned first, then written a thread per member (fast_write.py),
         # and writes of 64 KiB or more bypass the cache (their partial stripes at either end cached)
-        self._fastw = mock.patch.object(fast_write, "FAST_MIN", 1024 if fast else fast_write.FAST_MIN)
-        self._fastw.start()
         self._bypass = mock.patch.object(write_cache, "BYPASS_BLOCKS", 128 if fast else write_cache.BYPASS_BLOCKS)
         self._bypass.start()
         opts = MEMBERS[self.LEVEL]
@@ -236,8 +233,7 @@ class DataPathMachine(RuleBasedStateMachine):
                     self.broken = True
                     raise
         finally:
-            for patch in (getattr(self, "_fast", None), getattr(self, "_io", None), getattr(self, "_fastw", None),
-                          getattr(self, "_bypass", None)):
+            for patch in (getattr(self, "_fast", None), getattr(self, "_io", None), getattr(self, "_bypass", None)):
                 if patch is not None:
                     patch.stop()
             if self.d is not None:

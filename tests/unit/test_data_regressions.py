@@ -11,13 +11,11 @@ nothing in the firmware catches.
 from __future__ import annotations
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
 from firmware_model.cache import CacheSettings
 from firmware_model.controller import ArraySpec, Controller, LogicalDriveSpec, ShelfSpec
-from firmware_model.raid import fast_write
 from firmware_model.scsi.types import Status
 from tests.unit.shelf_helpers import (
     MIB,
@@ -424,23 +422,3 @@ def test_a_failed_expansion_step_leaves_no_journal_for_the_next_expansion(env: C
     assert res.status == Status.GOOD and res.data == new
     run_idle(c, env.clock)
     assert read(c, 1, 0, 1).data == new
-
-
-def test_a_large_write_killed_over_a_media_error_loses_no_block_of_an_untouched_row(env: Clocked,
-                                                                                   tmp_path: Path) -> None:
-    """Found by scripts/check-model with the parallel large-write path (raid/fast_write.py) forced on
-    every write: it tells the write-intent log the whole member range of the write at once, so a
-    stop makes every row of it consistent again, also rows it never reached. Bay 1 had a media error
-    under one of those rows (its parity could still rebuild the block); recomputing that row from
-    its data lost the block. RAID 5 over 3 drives, cache off, killed at the first member write."""
-    spec = shelf("5", 3, [4096], cache=False)
-    c = env.open(tmp_path, spec)
-    c.fault_disk(1, "media-error", lba=2505, count=1)  # member row of LBA 5001 (stripe 78, data 0)
-    with mock.patch.object(fast_write, "FAST_MIN", 1024), dies_at_member_write(0, torn=32), \
-            pytest.raises(KillNow):
-        write(c, 1, 4512, pattern(18, 511 * 512))
-    abandon(c)
-    c = env.open(tmp_path, spec)
-    res = read(c, 1, 4512, 511)
-    assert res.status == Status.GOOD, sense(res)
-    assert next(u for u in c.units() if u["lun"] == 1)["lost_blocks"] == 0

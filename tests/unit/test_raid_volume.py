@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_model.raid import fast_read, fast_write, parity
+from firmware_model.raid import fast_read, parity
 from firmware_model.raid.api import (
     DriveError,
     MemberState,
@@ -127,13 +127,11 @@ def check_layout(vol: RaidVolume, ms: list[FakeMember], shadow: bytes) -> None:
 @pytest.mark.parametrize("level", list(LEVELS))
 def test_reads_return_last_write_through_failures_and_rebuilds(level: RaidLevel, data: st.DataObject) -> None:
     # half the examples with the large-read fast path (fast_read.py) taken by reads of any size, and
-    # mirrored pieces split between their copies at block granularity; and every write planned first
-    # and written a thread per member (fast_write.py)
-    small = data.draw(st.booleans(), "fast path for every read and write")
+    # mirrored pieces split between their copies at block granularity
+    small = data.draw(st.booleans(), "fast path for every read")
     with mock.patch.multiple(fast_read, FAST_MIN=BS if small else fast_read.FAST_MIN,
                              SPLIT_MIN=2 * BS if small else fast_read.SPLIT_MIN,
-                             SPLIT_ALIGN=BS if small else fast_read.SPLIT_ALIGN), \
-            mock.patch.object(fast_write, "FAST_MIN", BS if small else fast_write.FAST_MIN):
+                             SPLIT_ALIGN=BS if small else fast_read.SPLIT_ALIGN):
         _reads_return_last_write(level, data)
 
 
