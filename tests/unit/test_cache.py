@@ -52,6 +52,23 @@ def sync_cache(c: Controller, lun: int, lba: int = 0, blocks: int = 0) -> Status
     return execute(c, lun, struct.pack(">BBIBHB", 0x35, 0, lba, 0, blocks, 0)).status
 
 
+def count_reads(c: Controller, bays: tuple[int, ...]) -> list[int]:
+    """Count the member reads of the drives in `bays` from now on: the list's one item."""
+    count = [0]
+
+    def wrap(f: Any) -> Any:
+        def r(off: int, n: int) -> bytes:
+            count[0] += 1
+            return f(off, n)
+        return r
+
+    for b in bays:
+        d = c.enclosure.bays[b]
+        assert d is not None
+        d.read = wrap(d.read)  # type: ignore[method-assign]
+    return count
+
+
 @pytest.fixture
 def env() -> Clocked:
     return Clocked()
@@ -239,19 +256,7 @@ def test_destage_coalesces_shuffled_writes_into_full_stripes(env: Clocked, tmp_p
         real_write(lba, data)
 
     ld.volume.write = counting  # type: ignore[method-assign]
-    member_reads = 0
-    drives = [c.enclosure.bays[b] for b in (3, 4, 5, 6)]
-    real_reads = [d.read for d in drives]  # type: ignore[union-attr]
-
-    def wrap(f: Any) -> Any:
-        def r(off: int, n: int) -> bytes:
-            nonlocal member_reads
-            member_reads += 1
-            return f(off, n)
-        return r
-
-    for d, f in zip(drives, real_reads, strict=True):
-        d.read = wrap(f)  # type: ignore[union-attr, method-assign]
+    member_reads = count_reads(c, (3, 4, 5, 6))
     lines = list(range(4 * stripe_blocks // 8))
     random.Random(5).shuffle(lines)
     data = pattern(7, 4 * stripe_blocks * 512)
@@ -260,7 +265,7 @@ def test_destage_coalesces_shuffled_writes_into_full_stripes(env: Clocked, tmp_p
     assert calls == []
     run_idle(c, env.clock)
     assert calls == [(stripe_blocks, 4 * stripe_blocks)]  # one write: four full stripes
-    assert member_reads == 0  # full-stripe writes: no read-modify-write
+    assert member_reads == [0]  # full-stripe writes: no read-modify-write
     assert c.cache.stats()["destage_writes"] == 1
     assert on_drives(c, 2, stripe_blocks, 4 * stripe_blocks) == data
 
@@ -271,18 +276,7 @@ def test_a_stream_past_the_cache_writes_whole_stripes_and_reads_nothing_back(env
     # partial ones at either end are cached, and the next write of the stream completes them
     c = env.open(tmp_path, cache_spec())
     stripe_blocks = 3 * 16 * 1024 // 512
-    drives = [c.enclosure.bays[b] for b in (3, 4, 5, 6)]
-    member_reads = 0
-
-    def wrap(f: Any) -> Any:
-        def r(off: int, n: int) -> bytes:
-            nonlocal member_reads
-            member_reads += 1
-            return f(off, n)
-        return r
-
-    for d in drives:
-        d.read = wrap(d.read)  # type: ignore[union-attr, method-assign]
+    member_reads = count_reads(c, (3, 4, 5, 6))
     data = pattern(11, 6 * MIB)
     cached = 0
     for i in range(6):
@@ -293,11 +287,11 @@ def test_a_stream_past_the_cache_writes_whole_stripes_and_reads_nothing_back(env
         assert on_drives(c, 2, a, b - a) == data[a * 512 : b * 512]  # its whole stripes: on the drives now
         cached += head + tail
         assert c.cache_stats()["dirty_bytes"] == cached * 512  # its partial ones: in the cache
-    assert member_reads == 0
+    assert member_reads == [0]
     assert 6 * 2048 % stripe_blocks == 0  # the stream ends on a stripe boundary: every partial one completed
     run_idle(c, env.clock)
     assert c.cache_stats()["dirty_bytes"] == 0
-    assert member_reads == 0  # whole stripes only, the destaged ones too: no read-modify-write
+    assert member_reads == [0]  # whole stripes only, the destaged ones too: no read-modify-write
     assert on_drives(c, 2, 0, 6 * 2048) == data
 
 
